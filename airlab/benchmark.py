@@ -1,0 +1,160 @@
+"""Throughput and memory of a training config, and the overhead of airlab over a bare Pyro loop.
+
+The bare loop is what a Pyro user writes by hand: ``SVI(model, guide, pyro.optim.Adam, Trace_ELBO)``
+stepping over the same batches, evaluating the validation ELBO after every epoch. It runs the same
+model class on the same data module, so the difference is the framework: Lightning, logging,
+checkpoints, progress bar and pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import statistics
+import time
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import pyro
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+from pyro.infer import SVI, Trace_ELBO
+
+from airlab.estimators import elbo_estimate
+
+log = logging.getLogger(__name__)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bare_svi_loop(cfg: DictConfig, epochs: int, seed: int) -> dict[str, Any]:
+    """Pyro's SVI loop with the config's model, data and Adam settings; time excludes set-up."""
+    pyro.clear_param_store()
+    pl.seed_everything(seed, workers=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    model = instantiate(cfg.model, image_shape=datamodule.image_shape).to(device)
+    svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": cfg.optim.lr}), Trace_ELBO())
+    steps, val_elbo = 0, float("nan")
+    started = time.perf_counter()
+    for _ in range(epochs):
+        for batch in datamodule.train_dataloader():
+            svi.step(batch["image"].to(device))
+            steps += 1
+        total, count = 0.0, 0
+        for batch in datamodule.val_dataloader():
+            images = batch["image"].to(device)
+            total += float(elbo_estimate(model.model, model.guide, images))
+            count += images.shape[0]
+        val_elbo = total / count
+    elapsed = time.perf_counter() - started
+    return {"time_s": elapsed, "steps": steps, "steps_per_s": steps / elapsed, "val/elbo": val_elbo}
+
+
+def airlab_run(cfg: DictConfig, run_dir: Path, seed: int) -> dict[str, Any]:
+    """One training run through airlab's task; ``time_s`` is the fit alone (start-up excluded)."""
+    from airlab.train import train
+
+    run_cfg = deepcopy(cfg)
+    with open_dict(run_cfg):
+        run_cfg.seed = seed
+        run_cfg.paths.output_dir = str(run_dir)
+        run_cfg.pop("benchmark", None)
+    for node in (run_cfg.get("callbacks") or {}).values():
+        if node is not None and "dirpath" in node:
+            node.dirpath = str(run_dir / "checkpoints")
+    for node in (run_cfg.get("logger") or {}).values():
+        if node is not None and "save_dir" in node:
+            node.save_dir = str(run_dir)
+    train(run_cfg)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {
+        "time_s": metrics["fit_time_s"],
+        "steps": metrics["global_step"],
+        "steps_per_s": metrics["global_step"] / metrics["fit_time_s"],
+        "val/elbo": metrics.get("val/elbo"),
+        "val/count_accuracy": metrics.get("val/count_accuracy"),
+    }
+
+
+def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
+    bench = cfg.benchmark
+    output_dir = Path(cfg.paths.output_dir)
+    seed = 0 if cfg.get("seed") is None else int(cfg.seed)
+    epochs = int(cfg.trainer.max_epochs)
+    compare = bool(bench.bare_loop) and cfg.model._target_.endswith(".VAE")
+    runs: dict[str, list[dict[str, Any]]] = {"airlab": [], "bare_pyro": []}
+    for repeat in range(int(bench.repeats)):
+        # Alternate the two so that neither always runs on a colder or warmer process.
+        if compare:
+            runs["bare_pyro"].append(bare_svi_loop(cfg, epochs, seed))
+            log.info("bare Pyro loop, repeat %d: %.2f s", repeat, runs["bare_pyro"][-1]["time_s"])
+        runs["airlab"].append(airlab_run(cfg, output_dir / f"airlab_run{repeat}", seed))
+        log.info("airlab, repeat %d: %.2f s", repeat, runs["airlab"][-1]["time_s"])
+
+    def median(name: str, key: str) -> float | None:
+        values = [r[key] for r in runs[name] if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    result: dict[str, Any] = {
+        "config": {
+            "model": cfg.model._target_,
+            "elbo": cfg.elbo._target_,
+            "data.source": cfg.data.get("source"),
+            "batch_size": cfg.data.batch_size,
+            "max_epochs": epochs,
+            "max_steps": cfg.trainer.max_steps,
+            "repeats": int(bench.repeats),
+            "seed": seed,
+        },
+        "device": torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "runs": runs,
+        "airlab_time_s": median("airlab", "time_s"),
+        "airlab_steps_per_s": median("airlab", "steps_per_s"),
+        "airlab_val_elbo": median("airlab", "val/elbo"),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if torch.cuda.is_available():
+        result["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if compare:
+        result["bare_time_s"] = median("bare_pyro", "time_s")
+        result["bare_val_elbo"] = median("bare_pyro", "val/elbo")
+        result["overhead_ratio"] = result["airlab_time_s"] / result["bare_time_s"]
+    write_report(result, output_dir)
+    return result
+
+
+def write_report(result: dict[str, Any], output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "benchmark.json").write_text(json.dumps(result, indent=2))
+    rows = [
+        ("device", result["device"]),
+        ("config", ", ".join(f"{k}={v}" for k, v in result["config"].items())),
+        ("airlab fit time (s, median)", f"{result['airlab_time_s']:.2f}"),
+        ("airlab steps/s", f"{result['airlab_steps_per_s']:.1f}"),
+        ("airlab val/elbo", f"{result['airlab_val_elbo']:.2f}" if result["airlab_val_elbo"] else "-"),
+        ("peak RSS (MB)", f"{result['peak_rss_mb']:.0f}"),
+    ]
+    if "bare_time_s" in result:
+        rows += [
+            ("bare Pyro loop time (s, median)", f"{result['bare_time_s']:.2f}"),
+            ("bare Pyro loop val/elbo", f"{result['bare_val_elbo']:.2f}"),
+            ("airlab / bare time", f"{result['overhead_ratio']:.3f}"),
+        ]
+    if "cuda_peak_memory_mb" in result:
+        rows.append(("CUDA peak memory (MB)", f"{result['cuda_peak_memory_mb']:.0f}"))
+    table = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+    (output_dir / "benchmark.md").write_text(table)
+    log.info("benchmark:\n%s", table)

@@ -1,0 +1,1 @@
+"""Lightning callbacks: pictures, throughput, gradient variance."""

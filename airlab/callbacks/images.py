@@ -1,0 +1,74 @@
+"""Log reconstructions and prior samples of the validation images to TensorBoard."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from airlab.viz import image_grid, reconstruction_grid
+
+
+def tensorboard_writers(trainer: pl.Trainer):
+    """The SummaryWriters of the trainer's TensorBoard loggers (none with logger=csv|none)."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def first_val_batch(trainer: pl.Trainer, num_images: int) -> dict[str, torch.Tensor] | None:
+    loaders = trainer.val_dataloaders
+    if loaders is None:
+        return None
+    loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+    batch = next(iter(loader))
+    return {name: value[:num_images] for name, value in batch.items()}
+
+
+class EpochImageLogger(pl.Callback):
+    """Logs pictures after every ``every_n_epochs``-th validation and once more when training ends.
+
+    Encoding PNGs costs tens of milliseconds, a sizeable share of a short MNIST epoch, hence the
+    interval. Subclasses implement ``log_images``.
+    """
+
+    def __init__(self, num_images: int = 16, every_n_epochs: int = 5) -> None:
+        self.num_images = num_images
+        self.every_n_epochs = every_n_epochs
+        self._last_logged_step = -1
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch % self.every_n_epochs == 0:
+            self._log(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log(trainer, pl_module)
+
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._last_logged_step == trainer.global_step or not trainer.is_global_zero:
+            return
+        writers = tensorboard_writers(trainer)
+        batch = first_val_batch(trainer, self.num_images) if writers else None
+        if batch is None:
+            return
+        self._last_logged_step = trainer.global_step
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            self.log_images(writers, batch, pl_module, trainer.global_step)
+        pl_module.train(was_training)
+
+    def log_images(self, writers, batch, pl_module: pl.LightningModule, step: int) -> None:
+        raise NotImplementedError
+
+
+class ReconstructionLogger(EpochImageLogger):
+    """``val/reconstructions`` (inputs above reconstructions) and ``val/samples`` (prior draws)."""
+
+    def log_images(self, writers, batch, pl_module: pl.LightningModule, step: int) -> None:
+        images = batch["image"].to(pl_module.device)
+        model = pl_module.model
+        recon = reconstruction_grid(images, model.reconstruct(images))
+        samples = image_grid(model.sample(self.num_images))
+        for writer in writers:
+            writer.add_image("val/reconstructions", recon, step)
+            writer.add_image("val/samples", samples, step)

@@ -1,0 +1,44 @@
+"""Training speed: ``throughput/steps_per_s`` over the optimizer steps of the fit."""
+
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+
+
+class ThroughputMonitor(pl.Callback):
+    """Steps per second of wall time spent in training batches (validation excluded).
+
+    ``steps_per_s`` is logged every ``log_every_n_steps`` steps; ``overall_steps_per_s`` covers the
+    whole fit and goes into metrics.json.
+    """
+
+    def __init__(self, log_every_n_steps: int = 50) -> None:
+        self.log_every_n_steps = log_every_n_steps
+        self.train_time_s = 0.0
+        self.steps = 0
+        self._window_time_s = 0.0
+        self._window_steps = 0
+        self._batch_start: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._batch_start is None:
+            return
+        elapsed = time.perf_counter() - self._batch_start
+        self.train_time_s += elapsed
+        self.steps += 1
+        self._window_time_s += elapsed
+        self._window_steps += 1
+        if self._window_steps >= self.log_every_n_steps:
+            rate = self._window_steps / max(self._window_time_s, 1e-9)
+            for logger in trainer.loggers:
+                logger.log_metrics({"throughput/steps_per_s": rate}, step=trainer.global_step)
+            self._window_time_s, self._window_steps = 0.0, 0
+
+    @property
+    def overall_steps_per_s(self) -> float | None:
+        return self.steps / self.train_time_s if self.train_time_s > 0 else None

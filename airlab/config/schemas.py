@@ -1,0 +1,147 @@
+"""Typed schemas for each config group option, keyed by the ``_target_`` they build.
+
+Field types are enforced by OmegaConf; the helpers from ``validation`` add ranges and choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from airlab.config.validation import at_least, between, greater_than, list_field, one_of
+from airlab.data.batched import BINARIZE_OPTIONS
+from airlab.data.mnist import SOURCES
+from airlab.errors import ConfigError
+
+
+@dataclass
+class TopLevel:
+    seed: int | None = between(None, 0, 2**32 - 1, optional=True)
+    task_name: str = "train"
+    ckpt_path: str | None = None
+    optimized_metric: str | None = None
+    tags: Any = None
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MNISTData:
+    _target_: str = "airlab.data.mnist.MNISTDataModule"
+    source: str = one_of("auto", SOURCES)
+    data_dir: str = "data"
+    batch_size: int = at_least(256, 1)
+    eval_batch_size: int | None = at_least(None, 1, optional=True)
+    num_workers: int = at_least(0, 0)
+    pin_memory: bool | None = None
+    binarize: str = one_of("none", BINARIZE_OPTIONS)
+    split_seed: int = at_least(0, 0)
+    val_fraction: float = between(0.1, 0.0, 1.0, high_open=True)
+    test_fraction: float = between(0.1, 0.0, 1.0, high_open=True)
+    subset_size: int | None = at_least(None, 1, optional=True)
+    download_timeout: float = greater_than(10.0, 0)
+    images: str | None = None
+    labels: str | None = None
+
+    def check(self, prefix: str) -> None:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"{prefix}.val_fraction",
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves no "
+                "training data; their sum must be < 1",
+            )
+
+
+# -- models -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class VAEModel:
+    _target_: str = "airlab.models.vae.VAE"
+    z_dim: int = at_least(50, 1)
+    hidden_dim: int = at_least(400, 1)
+    scale_to_dataset: bool = False
+
+
+# -- estimators -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Elbo:
+    _target_: str = "airlab.estimators.TraceEstimator"
+    num_particles: int = at_least(1, 1)
+    vectorize_particles: bool = False
+    max_plate_nesting: int | None = at_least(None, 0, optional=True)
+
+
+@dataclass
+class JitElbo(Elbo):
+    ignore_jit_warnings: bool = True
+
+
+@dataclass
+class RenyiElbo(Elbo):
+    alpha: float = at_least(0.5, 0.0)
+
+    def check(self, prefix: str) -> None:
+        if self.alpha == 1.0:
+            raise ConfigError(f"{prefix}.alpha", "1.0 is the ELBO itself; use elbo=trace, or alpha != 1")
+
+
+# -- optimizers -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Optim:
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = greater_than(1e-3, 0)
+    baseline_lr: float | None = greater_than(None, 0, optional=True)
+    weight_decay: float = at_least(0.0, 0)
+
+
+@dataclass
+class Adam(Optim):
+    betas: list[float] = list_field([0.9, 0.999])
+    eps: float = greater_than(1e-8, 0)
+
+    def check(self, prefix: str) -> None:
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"{prefix}.betas", f"{self.betas} is not valid; need two values in [0, 1)")
+
+
+@dataclass
+class ClippedAdam(Adam):
+    _target_: str = "pyro.optim.clipped_adam.ClippedAdam"
+    clip_norm: float = greater_than(10.0, 0)
+    lrd: float = between(1.0, 0.0, 1.0, low_open=True)
+
+
+@dataclass
+class RMSprop(Optim):
+    _target_: str = "torch.optim.RMSprop"
+    alpha: float = between(0.99, 0.0, 1.0)
+    eps: float = greater_than(1e-8, 0)
+    momentum: float = at_least(0.0, 0)
+    centered: bool = False
+
+
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"airlab.data.mnist.MNISTDataModule": MNISTData},
+    "model": {"airlab.models.vae.VAE": VAEModel},
+    "elbo": {
+        "airlab.estimators.TraceEstimator": Elbo,
+        "airlab.estimators.TraceGraphEstimator": Elbo,
+        "airlab.estimators.MeanFieldEstimator": Elbo,
+        "airlab.estimators.JitTraceEstimator": JitElbo,
+        "airlab.estimators.JitTraceGraphEstimator": JitElbo,
+        "airlab.estimators.RenyiEstimator": RenyiElbo,
+        "airlab.estimators.IWAEEstimator": Elbo,
+    },
+    "optim": {
+        "torch.optim.Adam": Adam,
+        "pyro.optim.clipped_adam.ClippedAdam": ClippedAdam,
+        "torch.optim.RMSprop": RMSprop,
+    },
+}

@@ -1,0 +1,1 @@
+"""Generative models, each with a Pyro model and guide."""

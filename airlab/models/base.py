@@ -1,0 +1,54 @@
+"""What the training glue needs from a model.
+
+A ``GenerativeModel`` is an ``nn.Module`` that owns every learnable parameter (registered with
+``pyro.module`` inside ``model``/``guide``), so Lightning's optimizer, checkpoints and DDP see them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+class GenerativeModel(nn.Module):
+    #: True when the guide has sample sites without ``rsample`` (score-function gradients).
+    has_discrete_latents: bool = False
+    #: Multiply log-densities by N/B (a subsampled data plate) during training.
+    scale_to_dataset: bool = False
+
+    def model(self, images: torch.Tensor) -> None:
+        """The generative story for a batch ``[B, C, H, W]`` of images."""
+        raise NotImplementedError
+
+    def guide(self, images: torch.Tensor) -> None:
+        """The amortised posterior for the same batch."""
+        raise NotImplementedError
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """Decode a posterior draw (or mean) of each image; same shape as ``images``."""
+        raise NotImplementedError
+
+    def sample(self, num_samples: int) -> torch.Tensor:
+        """Images decoded from prior draws, ``[num_samples, C, H, W]``."""
+        raise NotImplementedError
+
+    def baseline_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters trained at ``optim.baseline_lr`` (variance-reduction baselines)."""
+        return iter(())
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by role (e.g. ``guide/encoder``), for gradient-variance monitoring."""
+        return {"all": list(self.parameters())}
+
+    def validation_metrics(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Extra per-batch metrics logged under ``val/`` (means over the epoch)."""
+        return {}
+
+    def training_metrics(self, guide_trace) -> dict[str, torch.Tensor]:
+        """Extra per-step metrics read off the guide trace, logged under ``train/``."""
+        return {}
+
+    def on_train_step(self, global_step: int) -> None:
+        """Called before each training step, e.g. to anneal a prior."""

@@ -1,0 +1,97 @@
+"""A variational autoencoder with the architecture of Pyro's VAE example.
+
+Grey pixels meet a Bernoulli likelihood with ``validate_args=False``: the log-probability is then the
+binary cross-entropy, which is what Pyro's example and most MNIST VAE papers report, although it is
+not a normalised density over grey values. ``data.binarize=fixed|dynamic`` gives binary pixels and a
+proper likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from airlab.models.base import GenerativeModel
+
+
+class Encoder(nn.Module):
+    def __init__(self, x_dim: int, z_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(x_dim, hidden_dim)
+        self.fc21 = nn.Linear(hidden_dim, z_dim)
+        self.fc22 = nn.Linear(hidden_dim, z_dim)
+        self.softplus = nn.Softplus()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.softplus(self.fc1(x))
+        return self.fc21(hidden), torch.exp(self.fc22(hidden))
+
+
+class Decoder(nn.Module):
+    def __init__(self, x_dim: int, z_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(z_dim, hidden_dim)
+        self.fc21 = nn.Linear(hidden_dim, x_dim)
+        self.softplus = nn.Softplus()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc21(self.softplus(self.fc1(z))))
+
+
+class VAE(GenerativeModel):
+    def __init__(
+        self,
+        image_shape: tuple[int, ...] = (1, 28, 28),
+        z_dim: int = 50,
+        hidden_dim: int = 400,
+        scale_to_dataset: bool = False,
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.x_dim = math.prod(self.image_shape)
+        self.z_dim = z_dim
+        self.encoder = Encoder(self.x_dim, z_dim, hidden_dim)
+        self.decoder = Decoder(self.x_dim, z_dim, hidden_dim)
+        self.scale_to_dataset = scale_to_dataset
+
+    def model(self, images: torch.Tensor) -> None:
+        pyro.module("decoder", self.decoder)
+        x = images.reshape(-1, self.x_dim)
+        with pyro.plate("data", x.shape[0]):
+            # z: [B, z_dim], one standard-normal code per image
+            z_loc = x.new_zeros(x.shape[0], self.z_dim)
+            z = pyro.sample("z", dist.Normal(z_loc, 1.0).to_event(1))
+            probs = self.decoder(z)
+            # x: [B, x_dim]; grey pixels are allowed (see the module docstring)
+            pyro.sample("x", dist.Bernoulli(probs, validate_args=False).to_event(1), obs=x)
+
+    def guide(self, images: torch.Tensor) -> None:
+        pyro.module("encoder", self.encoder)
+        x = images.reshape(-1, self.x_dim)
+        with pyro.plate("data", x.shape[0]):
+            z_loc, z_scale = self.encoder(x)
+            pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Posterior means ``[B, z_dim]``."""
+        return self.encoder(images.reshape(-1, self.x_dim))[0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z).reshape(-1, *self.image_shape)
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(images))
+
+    def sample(self, num_samples: int) -> torch.Tensor:
+        device = next(self.parameters()).device
+        return self.decode(torch.randn(num_samples, self.z_dim, device=device))
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "guide/encoder": list(self.encoder.parameters()),
+            "model/decoder": list(self.decoder.parameters()),
+        }

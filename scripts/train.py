@@ -1,0 +1,17 @@
+"""Train a model: `python scripts/train.py [overrides]` (see README; `--cfg job` lists the keys)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from airlab.errors import report_user_errors
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from airlab.train import train
+
+    return report_user_errors(train, cfg)
+
+
+if __name__ == "__main__":
+    main()

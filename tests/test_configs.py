@@ -1,0 +1,95 @@
+"""Every config option composes, and bad values stop the run with a one-line error naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from airlab.config import validate_config
+from airlab.errors import ConfigError
+from tests.conftest import CONFIG_DIR
+
+GROUPS = ["model", "data", "elbo", "optim", "trainer", "logger", "callbacks", "experiment", "debug"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(group, option) for group in GROUPS for option in options(group)])
+def test_every_option_composes_and_validates(make_cfg, group, option):
+    overrides = [f"{group}={option}"]
+    if option.startswith("air") or group == "model" and option == "air":
+        overrides.append("data=multimnist")
+    cfg = make_cfg(overrides)
+    validate_config(cfg)
+    assert cfg.task_name
+
+
+def test_groups_have_the_options_the_design_names():
+    assert {"vae"} <= set(options("model"))
+    assert {"mnist"} <= set(options("data"))
+    assert {"trace", "tracegraph", "meanfield", "renyi", "iwae", "jit_trace", "jit_tracegraph"} <= set(
+        options("elbo")
+    )
+    assert {"adam", "clipped_adam", "rmsprop"} <= set(options("optim"))
+    assert {"default", "cpu", "gpu", "ddp"} <= set(options("trainer"))
+    assert {"tensorboard", "csv", "none"} <= set(options("logger"))
+    assert {"default", "none"} <= set(options("callbacks"))
+    assert {"vae_mnist"} <= set(options("experiment"))
+
+
+def test_defaults_match_pyro_vae_example(make_cfg):
+    cfg = make_cfg([])
+    assert (cfg.model.z_dim, cfg.model.hidden_dim) == (50, 400)
+    assert cfg.optim.lr == 1e-3 and cfg.data.batch_size == 256
+    assert cfg.seed is None and cfg.elbo._target_.endswith("TraceEstimator")
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("data.batch_size=-1", "data.batch_size"),
+        ("model.z_dim=0", "model.z_dim"),
+        ("optim.lr=-0.1", "optim.lr"),
+        ("data.source=floppy", "data.source"),
+        ("data.binarize=sometimes", "data.binarize"),
+        ("data.val_fraction=1.5", "data.val_fraction"),
+        ("elbo.num_particles=0", "elbo.num_particles"),
+        ("seed=-3", "seed"),
+        ("model.z_dim=abc", "model.z_dim"),
+        ("++model.zdim=3", "model.zdim"),
+    ],
+)
+def test_bad_values_name_the_key(make_cfg, override, key):
+    cfg = make_cfg([override])
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    message = str(err.value)
+    assert message.startswith(key + ":"), message
+    assert "\n" not in message
+
+
+def test_zero_is_a_valid_seed(make_cfg):
+    validate_config(make_cfg(["seed=0"]))
+
+
+def test_optimizers_instantiate_with_param_groups(make_cfg):
+    import torch
+
+    from airlab.train import build_optimizer
+
+    weights = [torch.nn.Parameter(torch.zeros(2))]
+    for option in options("optim"):
+        cfg = make_cfg([f"optim={option}"])
+        optimizer = build_optimizer(cfg.optim)([{"params": weights, "name": "main"}])
+        assert optimizer.param_groups[0]["lr"] == cfg.optim.lr
+
+
+def test_trainer_and_logger_options_instantiate(make_cfg, tmp_path):
+    for option in ("default", "cpu"):
+        cfg = make_cfg([f"trainer={option}"])
+        trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+        assert trainer.max_epochs == cfg.trainer.max_epochs

@@ -1,0 +1,50 @@
+"""The VAE's model and guide: site names, shapes, and the helpers used for pictures."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro import poutine
+
+from airlab.models.vae import VAE
+
+
+def test_model_and_guide_sites_and_shapes():
+    vae = VAE(z_dim=7, hidden_dim=11)
+    images = torch.rand(5, 1, 28, 28)
+    guide_trace = poutine.trace(vae.guide).get_trace(images)
+    model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(images)
+    guide_sites = [n for n, s in guide_trace.nodes.items() if s["type"] == "sample"]
+    model_sites = [n for n, s in model_trace.nodes.items() if s["type"] == "sample"]
+    assert guide_sites == ["data", "z"] and model_sites == ["data", "z", "x"]
+    z, x = model_trace.nodes["z"], model_trace.nodes["x"]
+    assert z["value"].shape == (5, 7) and z["fn"].event_shape == (7,) and z["fn"].batch_shape == (5,)
+    assert x["is_observed"] and x["value"].shape == (5, 784) and x["fn"].batch_shape == (5,)
+    model_trace.compute_log_prob()
+    assert model_trace.nodes["x"]["log_prob"].shape == (5,)  # one log-likelihood per image
+
+
+def test_parameters_are_registered_with_pyro_and_owned_by_the_module():
+    vae = VAE(z_dim=3, hidden_dim=4)
+    images = torch.rand(2, 1, 28, 28)
+    vae.guide(images)
+    vae.model(images)
+    store = pyro.get_param_store()
+    assert store["encoder$$$fc1.weight"] is vae.encoder.fc1.weight
+    assert store["decoder$$$fc21.bias"] is vae.decoder.fc21.bias
+
+
+def test_reconstruct_sample_and_encode_shapes():
+    vae = VAE(z_dim=4, hidden_dim=8)
+    images = torch.rand(3, 1, 28, 28)
+    assert vae.reconstruct(images).shape == (3, 1, 28, 28)
+    assert vae.sample(6).shape == (6, 1, 28, 28)
+    assert vae.encode(images).shape == (3, 4)
+    groups = vae.parameter_groups()
+    assert set(groups) == {"guide/encoder", "model/decoder"}
+    assert sum(p.numel() for ps in groups.values() for p in ps) == sum(p.numel() for p in vae.parameters())
+
+
+def test_image_shape_sets_the_input_size():
+    vae = VAE(image_shape=(1, 50, 50), z_dim=2, hidden_dim=3)
+    assert vae.encoder.fc1.in_features == 2500 and vae.sample(1).shape == (1, 1, 50, 50)
