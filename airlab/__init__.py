@@ -5,8 +5,15 @@ import warnings
 
 __version__ = "0.1.0"
 
-# Noise from third-party libraries that says nothing about the user's run.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def quiet_third_party_warnings() -> None:
+    """Silence library noise that says nothing about the user's run. Called at task start, since
+    imports made later (Hydra, Lightning) may reset the warning filters."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+quiet_third_party_warnings()
 
 
 class _DropAdverts(logging.Filter):

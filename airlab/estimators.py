@@ -255,6 +255,7 @@ class JitTraceGraphEstimator(TraceGraphEstimator):
         super().__init__(*args, **kwargs)
         self.ignore_jit_warnings = ignore_jit_warnings
         self._compiled: dict[tuple, pyro.ops.jit.CompiledFunction] = {}
+        self._has_baseline_loss: dict[tuple, bool] = {}
 
     def check_model(self, model) -> None:
         super().check_model(model)
@@ -272,13 +273,16 @@ class JitTraceGraphEstimator(TraceGraphEstimator):
             eager = super().__call__
 
             def loss_parts(*inner_args):
+                # Runs as Python only while tracing: record whether the guide has learned baselines.
                 out = eager(model, guide, *inner_args, scale=scale)
+                self._has_baseline_loss[key] = out.baseline_loss is not None
                 baseline_loss = out.baseline_loss if out.baseline_loss is not None else out.loss * 0
                 return out.loss, out.surrogate, baseline_loss
 
             self._compiled[key] = pyro.ops.jit.trace(loss_parts, ignore_warnings=self.ignore_jit_warnings)
         loss, surrogate, baseline_loss = self._compiled[key](*args)
-        return LossOutput(loss.detach(), surrogate, baseline_loss.detach())
+        baseline_loss = baseline_loss.detach() if self._has_baseline_loss.get(key) else None
+        return LossOutput(loss.detach(), surrogate, baseline_loss)
 
     @property
     def num_compilations(self) -> int:

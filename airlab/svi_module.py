@@ -69,21 +69,22 @@ class SVIModule(pl.LightningModule):
                 self.log(f"train/{name}", value, batch_size=batch_size)
         return out.surrogate
 
-    def _evaluation_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+    def _evaluation_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         images = batch["image"]
         batch_size = images.shape[0]
         elbo = elbo_estimate(self.model_fn, self.guide_fn, images) / batch_size
         self.log(f"{stage}/elbo", elbo, prog_bar=stage == "val", batch_size=batch_size)
         with torch.no_grad():
-            metrics = self.model.validation_metrics(batch)
+            metrics, outputs = self.model.evaluate(batch)
         for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "count_accuracy", batch_size=batch_size)
+        return outputs
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch, "val")
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluation_step(batch, "val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch, "test")
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluation_step(batch, "test")
 
     # -- optimisation ---------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:

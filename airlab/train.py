@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from airlab import quiet_third_party_warnings
 from airlab.callbacks.throughput import ThroughputMonitor
 from airlab.config import validate_config
 from airlab.errors import ConfigError
@@ -152,6 +153,7 @@ def collect_metrics(
 def train(cfg: DictConfig) -> float | None:
     """Fit, test with the final weights, and write metrics.json in the run directory."""
     started = time.perf_counter()
+    quiet_third_party_warnings()
     validate_config(cfg)
     pyro.clear_param_store()  # sweeps run many jobs in one process
     seed = resolve_seed(cfg.get("seed"))

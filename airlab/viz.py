@@ -24,3 +24,52 @@ def save_grid(grid: torch.Tensor, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, str(path))
     return path
+
+
+STEP_COLOURS = torch.tensor(
+    [[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.3, 0.5, 1.0], [1.0, 1.0, 0.2], [1.0, 0.3, 1.0], [0.2, 1.0, 1.0]]
+)
+
+
+def draw_boxes(images: torch.Tensor, boxes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Grey ``[B, 1, H, W]`` images -> RGB ``[B, 3, H, W]`` with box outlines, one colour per step.
+
+    ``boxes`` is ``[B, T, 4]`` (x_min, y_min, x_max, y_max in pixels); ``present`` is ``[B, T]``.
+    """
+    rgb = images.clamp(0, 1).repeat(1, 3, 1, 1).cpu()
+    height, width = rgb.shape[-2:]
+    ys = torch.arange(height, dtype=torch.float32).view(-1, 1) + 0.5
+    xs = torch.arange(width, dtype=torch.float32).view(1, -1) + 0.5
+    for b in range(rgb.shape[0]):
+        for t in range(boxes.shape[1]):
+            if not bool(present[b, t]):
+                continue
+            x0, y0, x1, y1 = boxes[b, t].tolist()
+            inside_x = (xs >= x0 - 0.5) & (xs <= x1 + 0.5)
+            inside_y = (ys >= y0 - 0.5) & (ys <= y1 + 0.5)
+            on_vertical = ((xs - x0).abs() < 0.5) | ((xs - x1).abs() < 0.5)
+            on_horizontal = ((ys - y0).abs() < 0.5) | ((ys - y1).abs() < 0.5)
+            outline = (inside_x & inside_y) & (on_vertical | on_horizontal)
+            colour = STEP_COLOURS[t % len(STEP_COLOURS)].view(3, 1, 1)
+            rgb[b] = torch.where(outline, colour, rgb[b])
+    return rgb
+
+
+def confusion_figure(confusion: torch.Tensor, title: str = "count confusion"):
+    """A matplotlib figure of a count confusion matrix (rows: true, columns: inferred)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.2, 3.0), dpi=100)
+    ax.imshow(confusion.numpy(), cmap="Blues")
+    rows, cols = confusion.shape
+    for i in range(rows):
+        for j in range(cols):
+            ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=8)
+    ax.set_xlabel("inferred count")
+    ax.set_ylabel("true count")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

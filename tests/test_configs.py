@@ -21,7 +21,7 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("group,option", [(group, option) for group in GROUPS for option in options(group)])
 def test_every_option_composes_and_validates(make_cfg, group, option):
     overrides = [f"{group}={option}"]
-    if option.startswith("air") or group == "model" and option == "air":
+    if group == "model" and option == "air":
         overrides.append("data=multimnist")
     cfg = make_cfg(overrides)
     validate_config(cfg)
@@ -29,8 +29,8 @@ def test_every_option_composes_and_validates(make_cfg, group, option):
 
 
 def test_groups_have_the_options_the_design_names():
-    assert {"vae"} <= set(options("model"))
-    assert {"mnist"} <= set(options("data"))
+    assert {"vae", "air"} <= set(options("model"))
+    assert {"mnist", "multimnist"} <= set(options("data"))
     assert {"trace", "tracegraph", "meanfield", "renyi", "iwae", "jit_trace", "jit_tracegraph"} <= set(
         options("elbo")
     )
@@ -38,7 +38,7 @@ def test_groups_have_the_options_the_design_names():
     assert {"default", "cpu", "gpu", "ddp"} <= set(options("trainer"))
     assert {"tensorboard", "csv", "none"} <= set(options("logger"))
     assert {"default", "none"} <= set(options("callbacks"))
-    assert {"vae_mnist"} <= set(options("experiment"))
+    assert {"vae_mnist", "air_multimnist", "air_pyro_tutorial"} <= set(options("experiment"))
 
 
 def test_defaults_match_pyro_vae_example(make_cfg):
@@ -93,3 +93,32 @@ def test_trainer_and_logger_options_instantiate(make_cfg, tmp_path):
         cfg = make_cfg([f"trainer={option}"])
         trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
         assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_air_tutorial_preset_has_the_published_settings(make_cfg):
+    cfg = make_cfg(["experiment=air_pyro_tutorial"])
+    validate_config(cfg)
+    assert cfg.model._target_.endswith(".AIR") and cfg.data._target_.endswith("MultiMNISTDataModule")
+    assert cfg.elbo._target_.endswith("TraceGraphEstimator") and cfg.model.baseline == "nvil"
+    assert (cfg.optim.lr, cfg.optim.baseline_lr, cfg.data.batch_size) == (1e-4, 0.1, 64)
+    assert (cfg.model.z_pres_prior, cfg.model.scale_prior_sd) == (0.01, 0.2)
+    assert cfg.model.predict_hidden == [200] and cfg.model.baseline_hidden == [200]
+    assert cfg.model.decoder_sigmoid and cfg.model.decoder_output_bias == -2.0
+    assert cfg.trainer.max_steps == 200_000
+
+
+def test_air_on_plain_mnist_is_refused_with_one_line(make_cfg):
+    from airlab.data.mnist import MNISTDataModule
+    from airlab.train import build_module
+
+    cfg = make_cfg(["model=air", "data=mnist"])
+    with pytest.raises(ConfigError, match=r"^data: model=air needs images annotated with count"):
+        build_module(cfg, MNISTDataModule(source="bundled", subset_size=10))
+
+
+def test_meanfield_with_air_is_refused(make_cfg):
+    from airlab.estimators import MeanFieldEstimator
+    from airlab.models.air import AIR
+
+    with pytest.raises(ConfigError, match="elbo=meanfield needs a fully reparameterised guide"):
+        MeanFieldEstimator().check_model(AIR(rnn_hidden=4, baseline="none"))

@@ -11,7 +11,10 @@ from typing import Any
 from airlab.config.validation import at_least, between, greater_than, list_field, one_of
 from airlab.data.batched import BINARIZE_OPTIONS
 from airlab.data.mnist import SOURCES
+from airlab.data.multimnist import OVERLAP_POLICIES
+from airlab.data.multimnist import SOURCES as MULTIMNIST_SOURCES
 from airlab.errors import ConfigError
+from airlab.models.air import ANNEALING, BASELINES, PRIOR_TYPES
 
 
 @dataclass
@@ -53,6 +56,45 @@ class MNISTData:
             )
 
 
+@dataclass
+class MultiMNISTData:
+    _target_: str = "airlab.data.multimnist.MultiMNISTDataModule"
+    source: str = one_of("auto", MULTIMNIST_SOURCES)
+    data_dir: str = "data"
+    batch_size: int = at_least(64, 1)
+    eval_batch_size: int | None = at_least(None, 1, optional=True)
+    num_workers: int = at_least(0, 0)
+    pin_memory: bool | None = None
+    split_seed: int = at_least(0, 0)
+    val_fraction: float = between(0.1, 0.0, 1.0, low_open=True, high_open=True)
+    test_fraction: float = between(0.1, 0.0, 1.0, low_open=True, high_open=True)
+    subset_size: int | None = at_least(None, 1, optional=True)
+    download_timeout: float = greater_than(10.0, 0)
+    max_digits: int = at_least(2, 1)
+    image_size: int = at_least(50, 8)
+    num_images: int = at_least(60000, 1)
+    num_val_images: int = at_least(5000, 1)
+    num_test_images: int = at_least(5000, 1)
+    seed: int = between(0, 0, 2**32 - 1)
+    scale_mean: float = greater_than(1.3, 0)
+    scale_sd: float = at_least(0.1, 0)
+    overlap: str = one_of("redraw", OVERLAP_POLICIES)
+
+    def check(self, prefix: str) -> None:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"{prefix}.val_fraction",
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves no "
+                "training digits; their sum must be < 1",
+            )
+        if self.scale_mean * self.image_size < 28:
+            raise ConfigError(
+                f"{prefix}.scale_mean",
+                f"{self.scale_mean:g} makes digits {28 / self.scale_mean:.1f} px wide, more than the "
+                f"{self.image_size} px canvas ({prefix}.image_size); need >= {28 / self.image_size:.3g}",
+            )
+
+
 # -- models -----------------------------------------------------------------------------------------
 
 
@@ -62,6 +104,43 @@ class VAEModel:
     z_dim: int = at_least(50, 1)
     hidden_dim: int = at_least(400, 1)
     scale_to_dataset: bool = False
+
+
+@dataclass
+class AIRModel:
+    _target_: str = "airlab.models.air.AIR"
+    max_steps: int = at_least(3, 1)
+    z_what_dim: int = at_least(50, 1)
+    window_size: int = at_least(28, 2)
+    rnn_hidden: int = at_least(256, 1)
+    encoder_hidden: list[int] = list_field([200])
+    decoder_hidden: list[int] = list_field([200])
+    predict_hidden: list[int] = list_field([200])
+    decoder_sigmoid: bool = True
+    decoder_output_bias: float = -2.0
+    likelihood_sd: float = greater_than(0.3, 0)
+    scale_prior_mean: float = greater_than(3.0, 0)
+    scale_prior_sd: float = greater_than(0.1, 0)
+    pos_prior_mean: float = 0.0
+    pos_prior_sd: float = greater_than(1.0, 0)
+    z_pres_prior: float = between(0.01, 0.0, 1.0, low_open=True, high_open=True)
+    z_pres_prior_type: str = one_of("bernoulli", PRIOR_TYPES)
+    z_pres_anneal: str = one_of("none", ANNEALING)
+    anneal_begin: int = at_least(0, 0)
+    anneal_duration: int = at_least(100_000, 1)
+    anneal_target: float = between(1e-5, 0.0, 1.0, low_open=True, high_open=True)
+    baseline: str = one_of("nvil", BASELINES)
+    baseline_beta: float = between(0.9, 0.0, 1.0, high_open=True)
+    baseline_scalar: float = greater_than(1.0, 0)
+    baseline_rnn_hidden: int = at_least(256, 1)
+    baseline_hidden: list[int] = list_field([200])
+    scale_to_dataset: bool = True
+
+    def check(self, prefix: str) -> None:
+        for name in ("encoder_hidden", "decoder_hidden", "predict_hidden", "baseline_hidden"):
+            sizes = getattr(self, name)
+            if not all(size >= 1 for size in sizes):
+                raise ConfigError(f"{prefix}.{name}", f"{sizes} is not valid; layer sizes must be >= 1")
 
 
 # -- estimators -------------------------------------------------------------------------------------
@@ -128,8 +207,11 @@ class RMSprop(Optim):
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"airlab.data.mnist.MNISTDataModule": MNISTData},
-    "model": {"airlab.models.vae.VAE": VAEModel},
+    "data": {
+        "airlab.data.mnist.MNISTDataModule": MNISTData,
+        "airlab.data.multimnist.MultiMNISTDataModule": MultiMNISTData,
+    },
+    "model": {"airlab.models.vae.VAE": VAEModel, "airlab.models.air.AIR": AIRModel},
     "elbo": {
         "airlab.estimators.TraceEstimator": Elbo,
         "airlab.estimators.TraceGraphEstimator": Elbo,

@@ -42,9 +42,12 @@ class GenerativeModel(nn.Module):
         """Parameters by role (e.g. ``guide/encoder``), for gradient-variance monitoring."""
         return {"all": list(self.parameters())}
 
-    def validation_metrics(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Extra per-batch metrics logged under ``val/`` (means over the epoch)."""
-        return {}
+    def evaluate(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Model-specific evaluation of a batch: (scalar metrics logged as ``val/<name>``, averaged
+        over the epoch; per-image outputs handed to callbacks through ``on_validation_batch_end``)."""
+        return {}, {}
 
     def training_metrics(self, guide_trace) -> dict[str, torch.Tensor]:
         """Extra per-step metrics read off the guide trace, logged under ``train/``."""

@@ -1,0 +1,78 @@
+"""AIR's validation pictures and count statistics in TensorBoard.
+
+Both callbacks do nothing for models without object counts (the VAE), so they can sit in the
+default callback set.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from airlab.callbacks.images import EpochImageLogger, tensorboard_writers
+from airlab.evaluation.air_pictures import windows_grid
+from airlab.metrics import count_confusion
+from airlab.models.spatial import where_to_box
+from airlab.viz import confusion_figure, draw_boxes, image_grid
+
+
+class CountLogger(pl.Callback):
+    """``val/count_confusion`` (true x inferred counts, an image) and ``val/inferred_count`` (histogram),
+    over every validation image, from the outputs of ``validation_step``."""
+
+    def __init__(self) -> None:
+        self._inferred: list[torch.Tensor] = []
+        self._true: list[torch.Tensor] = []
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._inferred, self._true = [], []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if isinstance(outputs, dict) and "inferred_count" in outputs:
+            self._inferred.append(outputs["inferred_count"].detach().cpu())
+            self._true.append(outputs["true_count"].detach().cpu())
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self._inferred or not trainer.is_global_zero:
+            return
+        inferred, true = torch.cat(self._inferred), torch.cat(self._true)
+        max_count = int(max(pl_module.model.max_steps, true.max()))
+        confusion = count_confusion(inferred, true, max_count)
+        for writer in tensorboard_writers(trainer):
+            writer.add_figure("val/count_confusion", confusion_figure(confusion), trainer.global_step)
+            writer.add_histogram(
+                "val/inferred_count",
+                inferred.float(),
+                trainer.global_step,
+                bins=torch.arange(-0.5, max_count + 1.0).numpy(),
+            )
+
+
+class AttentionLogger(EpochImageLogger):
+    """``val/attention``: inputs (top) and reconstructions (bottom) with one coloured box per step;
+    ``val/windows``: per image, the input and the decoded window of each step in its box colour;
+    ``val/count_errors``: up to ``num_errors`` validation images whose inferred count is wrong."""
+
+    def __init__(self, num_images: int = 16, every_n_epochs: int = 1, num_errors: int = 8) -> None:
+        super().__init__(num_images=num_images, every_n_epochs=every_n_epochs)
+        self.num_errors = num_errors
+
+    def log_images(self, writers, batch, pl_module, step: int) -> None:
+        model = pl_module.model
+        if not hasattr(model, "infer") or "count" not in batch:
+            return
+        images = batch["image"].to(pl_module.device)
+        inferred = model.infer(images)
+        boxes = where_to_box(inferred["z_where"], images.shape[-1]).cpu()
+        present = inferred["z_pres"].cpu()
+        top = draw_boxes(images, boxes, present)
+        bottom = draw_boxes(inferred["reconstruction"], boxes, present)
+        grid = image_grid(torch.cat([top, bottom]), nrow=len(images))
+        wrong = (inferred["count"].cpu() != batch["count"].cpu()).nonzero().flatten()[: self.num_errors]
+        windows = windows_grid(images, inferred)
+        for writer in writers:
+            writer.add_image("val/attention", grid, step)
+            writer.add_image("val/windows", windows, step)
+            if len(wrong):
+                errors = torch.cat([top[wrong], bottom[wrong]])
+                writer.add_image("val/count_errors", image_grid(errors, nrow=len(wrong)), step)

