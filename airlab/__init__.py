@@ -6,7 +6,6 @@ import warnings
 __version__ = "0.1.0"
 
 
-
 def quiet_third_party_warnings() -> None:
     """Silence library noise that says nothing about the user's run. Called at task start, since
     imports made later (Hydra, Lightning) may reset the warning filters."""

@@ -14,7 +14,7 @@ Estimator semantics follow Pyro 1.9:
   - ``meanfield``: ``TraceMeanField_ELBO`` (analytic KL terms; reparameterised guides only).
   - ``renyi`` / ``iwae``: the Renyi bound (``alpha``) and the importance-weighted bound (alpha = 0),
     computed per datum, with a score-function term weighted by the bound itself.
-  - ``jit_trace`` / ``jit_tracegraph``: the same, compiled once with ``torch.jit.trace``.
+  - ``jit_trace`` / ``jit_tracegraph``: ``trace`` / ``tracegraph`` compiled once with ``torch.jit.trace``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pyro.ops.jit
 import torch
 from pyro import poutine
 from pyro.distributions.util import is_identically_zero
-from pyro.infer import JitTrace_ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.tracegraph_elbo import _construct_baseline
 from pyro.infer.util import MultiFrameTensor, get_plate_stacks
@@ -223,32 +223,17 @@ class MeanFieldEstimator(Estimator):
         return LossOutput(surrogate.detach(), surrogate)
 
 
-class JitTraceEstimator(Estimator):
-    """``JitTrace_ELBO.differentiable_loss``: compiled on the first call for each argument count."""
+class _Compiled:
+    """Compiles an estimator's eager surrogate with ``pyro.ops.jit.trace``, once per (model, guide,
+    scale). Arguments are traced by count, so the batch size must stay fixed (the training loader
+    drops its ragged last batch).
 
-    name = "jit_trace"
-    compiled = True
+    airlab compiles its own surrogates rather than calling Pyro's ``JitTrace_ELBO``: under torch 2.14
+    the latter's traced graph counts each ``log_prob_sum`` twice in the backward pass (it feeds both
+    the loss and the surrogate), doubling the model's gradients; tests/test_unbiasedness.py checks it.
+    """
 
-    def __init__(self, *args, ignore_jit_warnings: bool = True, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._elbo = JitTrace_ELBO(ignore_jit_warnings=ignore_jit_warnings, **self._pyro_elbo_kwargs())
-
-    def __call__(self, model, guide, *args, scale: float = 1.0) -> LossOutput:
-        if scale != 1.0:
-            model, guide = poutine.scale(model, scale), poutine.scale(guide, scale)
-        surrogate = self._elbo.differentiable_loss(model, guide, *args)
-        return LossOutput(surrogate.detach(), surrogate)
-
-    @property
-    def num_compilations(self) -> int:
-        compiled = getattr(self._elbo, "_loss_and_surrogate_loss", None)
-        return len(compiled.compiled) if compiled is not None else 0
-
-
-class JitTraceGraphEstimator(TraceGraphEstimator):
-    """TraceGraph compiled with ``torch.jit.trace``; returns (loss, surrogate, baseline loss)."""
-
-    name = "jit_tracegraph"
+    name = "compiled"
     compiled = True
 
     def __init__(self, *args, ignore_jit_warnings: bool = True, **kwargs) -> None:
@@ -256,16 +241,6 @@ class JitTraceGraphEstimator(TraceGraphEstimator):
         self.ignore_jit_warnings = ignore_jit_warnings
         self._compiled: dict[tuple, pyro.ops.jit.CompiledFunction] = {}
         self._has_baseline_loss: dict[tuple, bool] = {}
-
-    def check_model(self, model) -> None:
-        super().check_model(model)
-        if getattr(model, "baseline", "none") == "decaying_avg":
-            raise ConfigError(
-                "model.baseline",
-                "elbo=jit_tracegraph cannot update a decaying-average baseline (its running mean "
-                "lives in Pyro's param store, outside the compiled graph); "
-                "use model.baseline=nvil|none or elbo=tracegraph",
-            )
 
     def __call__(self, model, guide, *args, scale: float = 1.0) -> LossOutput:
         key = (id(model), id(guide), scale)
@@ -287,6 +262,28 @@ class JitTraceGraphEstimator(TraceGraphEstimator):
     @property
     def num_compilations(self) -> int:
         return sum(len(fn.compiled) for fn in self._compiled.values())
+
+
+class JitTraceEstimator(_Compiled, TraceEstimator):
+    """``trace``, compiled once with ``torch.jit.trace``."""
+
+    name = "jit_trace"
+
+
+class JitTraceGraphEstimator(_Compiled, TraceGraphEstimator):
+    """``tracegraph``, compiled once with ``torch.jit.trace``."""
+
+    name = "jit_tracegraph"
+
+    def check_model(self, model) -> None:
+        super().check_model(model)
+        if getattr(model, "baseline", "none") == "decaying_avg":
+            raise ConfigError(
+                "model.baseline",
+                "elbo=jit_tracegraph cannot update a decaying-average baseline (its running mean "
+                "lives in Pyro's param store, outside the compiled graph); "
+                "use model.baseline=nvil|none or elbo=tracegraph",
+            )
 
 
 class RenyiEstimator(Estimator):

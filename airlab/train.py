@@ -178,6 +178,11 @@ def train(cfg: DictConfig) -> float | None:
         results = trainer.test(module, datamodule=datamodule, verbose=False)
         test_metrics = results[0] if results else {}
 
+    # Analysis that looks at the finished model (the VAE's t-SNE, ...) is not training time.
+    for callback in trainer.callbacks:
+        if hasattr(callback, "on_run_end"):
+            callback.on_run_end(trainer, module, datamodule)
+
     metrics = collect_metrics(trainer, fit_metrics, test_metrics, started, seed)
     metrics["fit_time_s"] = round(fit_time_s, 3)
     output_dir = Path(cfg.paths.output_dir)

@@ -112,3 +112,10 @@ def test_idx_label_count_mismatch_is_reported(mnist_dir, tmp_path):
     labels = mnist_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
     with pytest.raises(DataError, match="20 labels for 5 images"):
         MNISTDataModule(source="idx", images=str(images), labels=str(labels)).setup()
+
+
+def test_subset_is_a_random_sample_of_every_class():
+    dm = MNISTDataModule(source="bundled", subset_size=200)
+    dm.setup()
+    labels = dm.datasets["train"].annotations["label"]
+    assert len(labels) == 200 and set(labels.tolist()) == set(range(10))  # the bundled set is class-sorted

@@ -93,9 +93,7 @@ def make_loader(
     )
 
 
-def split_indices(
-    n: int, fractions: Sequence[float], seed: int
-) -> list[torch.Tensor]:
+def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
     """Split ``range(n)`` into len(fractions)+1 disjoint parts, deterministically from ``seed``.
 
     The last part takes what the fractions leave; each fractional part has ``round(f * n)`` items.

@@ -264,8 +264,12 @@ class MNISTDataModule(pl.LightningDataModule):
             images, labels = self.arrays.images, self.arrays.labels
         else:
             images, labels = getattr(splits, split)
-        if self.subset_size is not None:
-            images, labels = images[: self.subset_size], labels[: self.subset_size]
+        if self.subset_size is not None and self.subset_size < len(images):
+            # A seeded random subset: the bundled digits are sorted by class, so the first N would
+            # hold only zeros and ones.
+            generator = torch.Generator().manual_seed(self.split_seed)
+            keep = torch.randperm(len(images), generator=generator)[: self.subset_size].sort().values
+            images, labels = images[keep], labels[keep]
         binarize = self.binarize
         if binarize == "dynamic" and split != "train":
             # Evaluation needs the same pixels every time: one stochastic draw, fixed by split_seed.

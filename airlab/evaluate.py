@@ -1,0 +1,320 @@
+"""The evaluation task: a checkpoint's bounds, counts and pictures on a split (``scripts/evaluate.py``).
+
+The checkpoint is rebuilt with the config it was trained with, the command-line overrides replayed on
+top (:mod:`airlab.evaluation.checkpoint`). On ``eval.split`` it computes the ELBO and the
+importance-weighted bound with ``eval.iwae_k`` samples per image (:mod:`airlab.evaluation.bounds`),
+AIR's count accuracy and confusion matrix, and the pictures; it writes ``evaluation.json`` and the
+PNGs in the run directory and prints a table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from airlab import quiet_third_party_warnings
+from airlab.config import validate_config
+from airlab.config.validation import at_least, check_schema, greater_than, one_of
+from airlab.errors import ConfigError
+from airlab.evaluation.air_pictures import WorstCountErrors, attention_grid, windows_grid
+from airlab.evaluation.bounds import dataset_bounds, summarise
+from airlab.evaluation.checkpoint import load_checkpoint, load_model, merge_overrides
+from airlab.evaluation.latent import (
+    collect_latents,
+    has_latent_space,
+    latent_pictures,
+    latent_tsne,
+    save_figure,
+    spread_indices,
+    upscale,
+)
+from airlab.metrics import count_accuracy, count_confusion
+from airlab.svi_module import CONFIG_KEY
+from airlab.viz import confusion_figure, image_grid, reconstruction_grid, save_grid
+
+log = logging.getLogger(__name__)
+
+FALLBACK_GROUPS = ("model", "data", "elbo", "optim", "trainer", "logger", "callbacks", "paths")
+RESULTS_FILE = "evaluation.json"
+
+
+@dataclass
+class EvalSettings:
+    split: str = one_of("test", ("test", "val"))
+    iwae_k: int = at_least(100, 1)
+    iwae_chunk: int = at_least(100, 1)
+    seed: int = at_least(0, 0)
+    device: str = one_of("auto", ("auto", "cpu", "cuda"))
+    progress: bool = True
+    tsne: bool = True
+    tsne_points: int = at_least(2000, 4)
+    tsne_perplexity: float = greater_than(30.0, 0)
+    pictures: bool = True
+    num_images: int = at_least(16, 1)
+    traverse_dims: int = at_least(8, 1)
+    num_errors: int = at_least(16, 1)
+    picture_scale: int = at_least(2, 1)
+    tensorboard: bool = True
+
+
+def hydra_context() -> tuple[list[str], tuple[str, ...]]:
+    """The command line's task overrides and the names of the config groups Hydra knows."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return [], FALLBACK_GROUPS
+    hydra_cfg = HydraConfig.get()
+    return list(hydra_cfg.overrides.task), tuple(hydra_cfg.runtime.choices.keys())
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("eval.device", "cuda was asked for but no GPU is visible; use auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def evaluation_config(
+    cfg: DictConfig, trained: dict[str, Any], overrides: Sequence[str] | None
+) -> DictConfig:
+    """The trained config, overrides replayed, with this run's paths; validated."""
+    command_line, groups = hydra_context()
+    merged = merge_overrides(trained, cfg, command_line if overrides is None else overrides, groups)
+    with open_dict(merged):
+        merged.paths = OmegaConf.to_container(cfg.paths, resolve=True)
+        merged.task_name = cfg.get("task_name", "evaluate")
+        merged.ckpt_path = None  # resuming is not what this run does
+    validate_config(merged)
+    return merged
+
+
+class AIRCounts:
+    """Count accuracy, confusion and pictures from one guide draw per image (as ``val/count_accuracy``)."""
+
+    def __init__(self, model: torch.nn.Module, num_images: int, num_errors: int) -> None:
+        self.model, self.num_images = model, num_images
+        self.inferred: list[torch.Tensor] = []
+        self.true: list[torch.Tensor] = []
+        self.errors = WorstCountErrors(num_errors)
+        self.first: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> None:
+        inferred = self.model.infer(batch["image"])
+        self.inferred.append(inferred["count"].cpu())
+        self.true.append(batch["count"].cpu())
+        self.errors.add(batch["image"], batch["count"], inferred)
+        if self.first is None:
+            n = self.num_images
+            self.first = (batch["image"][:n].cpu(), {k: v[:n].cpu() for k, v in inferred.items()})
+
+    def results(self, split: str) -> tuple[dict[str, Any], torch.Tensor]:
+        inferred, true = torch.cat(self.inferred), torch.cat(self.true)
+        max_count = int(max(self.model.max_steps, int(true.max())))
+        confusion = count_confusion(inferred, true, max_count)
+        return {
+            f"{split}/count_accuracy": count_accuracy(inferred, true),
+            f"{split}/count_confusion": confusion.tolist(),
+        }, confusion
+
+    def pictures(
+        self, run_dir: Path, confusion: torch.Tensor, scale: int = 1, writers=(), tag: str = "", step: int = 0
+    ) -> dict[str, str]:
+        files = {}
+        if self.first is not None:
+            images, inferred = self.first
+            grids = {"attention": attention_grid(images, inferred)}
+            # A row per image: eight rows keep the picture readable.
+            few = {k: v[:8] for k, v in inferred.items()}
+            grids["windows"] = windows_grid(images[:8], few)
+            for name, grid in grids.items():
+                files[name] = save_grid(upscale(grid, scale), run_dir / f"{name}.png")
+                for writer in writers:
+                    writer.add_image(f"{tag}/{name}", grid, step)
+        fig = self.errors.figure()
+        if fig is not None:
+            files["count_errors"] = save_figure(fig, run_dir / "count_errors.png")
+        files["count_confusion"] = save_figure(confusion_figure(confusion), run_dir / "count_confusion.png")
+        return {name: path.name for name, path in files.items()}
+
+
+def vae_pictures(model, loader, settings: EvalSettings, run_dir: Path, split: str, writers, step: int):
+    """t-SNE, traversal, interpolation, reconstructions and prior samples; (files, t-SNE result)."""
+    files: dict[str, str] = {}
+    scale = settings.picture_scale
+    result = None
+    if settings.tsne:
+        result = latent_tsne(
+            model,
+            loader,
+            settings.tsne_points,
+            seed=settings.seed,
+            perplexity=settings.tsne_perplexity,
+            output_path=run_dir / "latent_tsne.png",
+            writers=writers,
+            step=step,
+            progress=settings.progress,
+            tag=f"{split}/latent_tsne",
+        )
+        files["latent_tsne"] = result.path.name
+    if settings.pictures:
+        latents = result.latents if result is not None else collect_latents(model, loader, 512)
+        with torch.no_grad():
+            grids = latent_pictures(model, latents, num_dims=settings.traverse_dims)
+            chosen = spread_indices(len(latents.images), settings.num_images)
+            inputs = latents.images[chosen].to(next(model.parameters()).device)
+            grids["reconstructions"] = reconstruction_grid(inputs, model.reconstruct(inputs))
+            grids["samples"] = image_grid(model.sample(settings.num_images))
+        for name, grid in grids.items():
+            files[name] = save_grid(upscale(grid, scale), run_dir / f"{name}.png").name
+            for writer in writers:
+                writer.add_image(f"{split}/{name}", grid, step)
+    return files, result
+
+
+def print_table(results: dict[str, Any], split: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"evaluation on {split} ({results['num_images']} images)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("ELBO (nats/image)", f"{results[f'{split}/elbo']:.2f} ± {results[f'{split}/elbo_sem']:.2f}")
+    table.add_row(
+        f"IWAE bound, K={results[f'{split}/iwae_k']}",
+        f"{results[f'{split}/iwae']:.2f} ± {results[f'{split}/iwae_sem']:.2f}",
+    )
+    if f"{split}/count_accuracy" in results:
+        table.add_row("count accuracy", f"{100 * results[f'{split}/count_accuracy']:.1f}%")
+        rows = results[f"{split}/count_confusion"]
+        table.add_row(
+            "count confusion (rows true, cols inferred)",
+            "\n".join(" ".join(f"{v:5d}" for v in r) for r in rows),
+        )
+    table.add_row("checkpoint step", str(results["global_step"]))
+    for name, file in results.get("pictures", {}).items():
+        table.add_row(f"picture: {name}", file)
+    Console().print(table)
+
+
+def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path``; ``overrides`` default to the command line's (Hydra's task overrides).
+    Returns what it writes to ``evaluation.json``."""
+    started = time.perf_counter()
+    quiet_third_party_warnings()
+    settings: EvalSettings = check_schema("eval", EvalSettings, cfg.get("eval") or {})
+    ckpt_path = cfg.get("ckpt_path")
+    checkpoint = load_checkpoint(ckpt_path)
+    merged = evaluation_config(cfg, checkpoint[CONFIG_KEY], overrides)
+    device = resolve_device(settings.device)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(settings.seed)
+
+    datamodule = instantiate(merged.data)
+    model = load_model(merged, datamodule.image_shape, checkpoint, str(ckpt_path)).to(device).eval()
+    missing = [k for k in getattr(model, "required_annotations", ()) if k not in datamodule.annotations]
+    if missing:
+        raise ConfigError("data", f"the model needs images annotated with {', '.join(missing)}")
+    split = settings.split
+    loader = datamodule.dataloader(getattr(datamodule, "evaluation_split", lambda s: s)(split))
+    num_images = len(loader.dataset)
+    if merged.data.get("subset_size") is not None:
+        log.warning(
+            "data.subset_size=%s caps the split; pass data.subset_size=null for every image",
+            merged.data.subset_size,
+        )
+    log.info(
+        "evaluating %s on %d %s images (data.source=%s) on %s",
+        ckpt_path,
+        num_images,
+        split,
+        merged.data.get("source"),
+        device,
+    )
+
+    counts = None
+    if hasattr(model, "infer") and "count" in datamodule.annotations:
+        counts = AIRCounts(model, settings.num_images, settings.num_errors)
+    chunk = min(settings.iwae_chunk, settings.iwae_k)
+    bounds_started = time.perf_counter()
+    bounds = dataset_bounds(
+        model.model,
+        model.guide,
+        loader,
+        settings.iwae_k,
+        chunk,
+        device,
+        total=len(loader),
+        progress=settings.progress,
+        on_batch=counts,
+    )
+    bounds_s = time.perf_counter() - bounds_started
+    elbo, elbo_sem = summarise(bounds.elbo)
+    iwae, iwae_sem = summarise(bounds.iwae)
+    results: dict[str, Any] = {
+        f"{split}/elbo": elbo,
+        f"{split}/elbo_sem": elbo_sem,
+        f"{split}/iwae": iwae,
+        f"{split}/iwae_sem": iwae_sem,
+        f"{split}/iwae_k": settings.iwae_k,
+        "split": split,
+        "num_images": int(len(bounds.elbo)),
+        "ckpt_path": str(Path(ckpt_path).resolve()),
+        "global_step": int(checkpoint.get("global_step", -1)),
+        "epoch": int(checkpoint.get("epoch", -1)),
+        "model": merged.model._target_.rsplit(".", 1)[-1],
+        "data_source": merged.data.get("source"),
+        "seed": settings.seed,
+        "device": str(device),
+        "time/bounds_s": round(bounds_s, 3),
+    }
+    confusion = None
+    if counts is not None:
+        count_results, confusion = counts.results(split)
+        results.update(count_results)
+
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    writers = []
+    if settings.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writers.append(SummaryWriter(str(run_dir / "tensorboard")))
+    step = results["global_step"]
+    pictures: dict[str, str] = {}
+    if counts is not None and settings.pictures:
+        pictures.update(counts.pictures(run_dir, confusion, settings.picture_scale, writers, split, step))
+    if has_latent_space(model) and (settings.tsne or settings.pictures):
+        tsne_started = time.perf_counter()
+        files, tsne = vae_pictures(model, loader, settings, run_dir, split, writers, step)
+        pictures.update(files)
+        if tsne is not None:
+            results["tsne_points"] = len(tsne.embedding)
+            results["time/tsne_s"] = round(tsne.seconds, 3)
+        results["time/pictures_s"] = round(time.perf_counter() - tsne_started, 3)
+    results["pictures"] = pictures
+    results["time/total_s"] = round(time.perf_counter() - started, 3)
+    results["settings"] = asdict(settings)
+    for writer in writers:
+        for key, value in results.items():
+            if key.startswith(f"{split}/") and isinstance(value, float) and math.isfinite(value):
+                writer.add_scalar(key, value, step)
+        writer.close()
+
+    # Strict JSON: a standard error over a single image is nan, written as null.
+    finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in results.items()}
+    (run_dir / RESULTS_FILE).write_text(json.dumps(finite, indent=2, sort_keys=True, allow_nan=False))
+    log.info("evaluation: %s", json.dumps({k: v for k, v in results.items() if "confusion" not in k}))
+    print_table(results, split)
+    return results

@@ -1,0 +1,1 @@
+"""Evaluation of checkpoints: bounds, latent-space and attention pictures (see ``airlab.evaluate``)."""

@@ -1,0 +1,105 @@
+"""The variance report's outputs: ``variance_report.json``, a markdown table, a log-scale bar chart,
+and both in TensorBoard. Rendering only; the measurement is in ``variance_report.py``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def write_outputs(output: dict[str, Any], run_dir: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "variance_report.json").write_text(json.dumps(output, indent=2))
+    table = markdown_report(output)
+    (run_dir / "variance_report.md").write_text(table)
+    image = bar_chart(output, run_dir / "variance_report.png")
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    writer.add_text("variance_report", table, 0)
+    writer.add_image("variance_report", image, 0, dataformats="HWC")
+    writer.close()
+    log.info("variance report:\n%s", table)
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+
+def _table(title: str, rows: dict[str, dict[str, float]], columns: list[str]) -> str:
+    lines = [
+        f"### {title}",
+        "",
+        "| configuration | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for name, values in rows.items():
+        cells = [f"{values[c]:.4g}" if c in values else "-" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _columns(estimators: dict[str, Any], part: str) -> list[str]:
+    return list(dict.fromkeys(k for e in estimators.values() for k in e[part]))
+
+
+def markdown_report(output: dict[str, Any]) -> str:
+    estimators, config = output["estimators"], output["config"]
+    groups, sites = _columns(estimators, "groups"), _columns(estimators, "terms")
+    model = str(config["model"].get("_target_", "?")).rsplit(".", 1)[-1]
+    source = config["ckpt_path"] or "fresh weights"
+    parts = [
+        "## Gradient variance by estimator configuration\n",
+        f"{model} ({source}, step {config['global_step']}), one minibatch of {config['batch_size']} images, "
+        f"K = {config['num_samples']} gradient draws per configuration, seed {config['seed']}.\n",
+    ]
+    for stat, title in (
+        ("var", "Total variance by parameter group (trace of the covariance)"),
+        ("snr", "SNR by parameter group (norm of the mean / sqrt of the total variance)"),
+        ("mean_sq_norm", "Mean squared norm by parameter group"),
+    ):
+        rows = {n: {g: v[stat] for g, v in e["groups"].items()} for n, e in estimators.items()}
+        parts.append(_table(title, rows, groups))
+    if sites:
+        rows = {n: {s: v["var"] for s, v in e["terms"].items()} for n, e in estimators.items()}
+        parts.append(_table("Total variance of each score-function term's gradient", rows, sites))
+    if config["skipped"]:
+        parts.append("### Skipped\n\n" + "".join(f"- {n}: {r}\n" for n, r in config["skipped"].items()))
+    return "\n".join(parts)
+
+
+def bar_chart(output: dict[str, Any], path: Path) -> np.ndarray:
+    """Grouped bars on a log scale; writes ``path`` and returns the picture as RGB ``[H, W, 3]``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    estimators = output["estimators"]
+    panels = [("total variance by group", "groups", "var"), ("SNR by group", "groups", "snr")]
+    if _columns(estimators, "terms"):
+        panels.append(("variance by score-function term", "terms", "var"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    width = 0.8 / max(len(estimators), 1)
+    colours = plt.get_cmap("tab10")
+    for ax, (title, part, stat) in zip(axes[0], panels, strict=True):
+        columns = _columns(estimators, part)
+        for i, (name, entry) in enumerate(estimators.items()):
+            values = [entry[part].get(c, {}).get(stat, np.nan) for c in columns]
+            positions = np.arange(len(columns)) + (i - (len(estimators) - 1) / 2) * width
+            ax.bar(positions, values, width, label=name, color=colours(i % 10))
+        ax.set_xticks(np.arange(len(columns)), columns, rotation=30, ha="right")
+        ax.set_yscale("log")
+        ax.set_title(title)
+    axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image

@@ -1,0 +1,17 @@
+"""Evaluate a checkpoint: `python scripts/evaluate.py ckpt_path=PATH [overrides]` (see README)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from airlab.errors import report_user_errors
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from airlab.evaluate import evaluate
+
+    report_user_errors(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()
