@@ -30,46 +30,48 @@ class TopLevel:
 
 
 @dataclass
-class MNISTData:
-    _target_: str = "airlab.data.mnist.MNISTDataModule"
-    source: str = one_of("auto", SOURCES)
+class DigitData:
+    """Keys shared by the data modules built on MNIST digits."""
+
+    _target_: str = ""
+    source: str = "auto"
     data_dir: str = "data"
     batch_size: int = at_least(256, 1)
     eval_batch_size: int | None = at_least(None, 1, optional=True)
     num_workers: int = at_least(0, 0)
     pin_memory: bool | None = None
-    binarize: str = one_of("none", BINARIZE_OPTIONS)
     split_seed: int = at_least(0, 0)
     val_fraction: float = between(0.1, 0.0, 1.0, high_open=True)
     test_fraction: float = between(0.1, 0.0, 1.0, high_open=True)
     subset_size: int | None = at_least(None, 1, optional=True)
     download_timeout: float = greater_than(10.0, 0)
-    images: str | None = None
-    labels: str | None = None
 
     def check(self, prefix: str) -> None:
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError(
                 f"{prefix}.val_fraction",
                 f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves no "
-                "training data; their sum must be < 1",
+                "training digits; their sum must be < 1",
             )
 
 
 @dataclass
-class MultiMNISTData:
+class MNISTData(DigitData):
+    _target_: str = "airlab.data.mnist.MNISTDataModule"
+    source: str = one_of("auto", SOURCES)
+    binarize: str = one_of("none", BINARIZE_OPTIONS)
+    images: str | None = None
+    labels: str | None = None
+
+
+@dataclass
+class MultiMNISTData(DigitData):
     _target_: str = "airlab.data.multimnist.MultiMNISTDataModule"
     source: str = one_of("auto", MULTIMNIST_SOURCES)
-    data_dir: str = "data"
     batch_size: int = at_least(64, 1)
-    eval_batch_size: int | None = at_least(None, 1, optional=True)
-    num_workers: int = at_least(0, 0)
-    pin_memory: bool | None = None
-    split_seed: int = at_least(0, 0)
+    # every canvas split needs digits of its own
     val_fraction: float = between(0.1, 0.0, 1.0, low_open=True, high_open=True)
     test_fraction: float = between(0.1, 0.0, 1.0, low_open=True, high_open=True)
-    subset_size: int | None = at_least(None, 1, optional=True)
-    download_timeout: float = greater_than(10.0, 0)
     max_digits: int = at_least(2, 1)
     image_size: int = at_least(50, 8)
     num_images: int = at_least(60000, 1)
@@ -81,12 +83,7 @@ class MultiMNISTData:
     overlap: str = one_of("redraw", OVERLAP_POLICIES)
 
     def check(self, prefix: str) -> None:
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise ConfigError(
-                f"{prefix}.val_fraction",
-                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves no "
-                "training digits; their sum must be < 1",
-            )
+        super().check(prefix)
         if self.scale_mean * self.image_size < 28:
             raise ConfigError(
                 f"{prefix}.scale_mean",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -107,3 +108,48 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[torch.T
         start += size
     parts.append(order[start:].sort().values)
     return parts
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Loaders over ``self.datasets`` (split name -> ``BatchedTensorDataset``), which ``setup`` fills.
+
+    Training batches are shuffled and all ``batch_size`` images (the ragged last batch is dropped);
+    evaluation batches are ``eval_batch_size`` and cover every image.
+    """
+
+    def __init__(
+        self, batch_size: int, eval_batch_size: int | None, num_workers: int, pin_memory: bool | None
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        # null means "when a GPU is present"
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.datasets: dict[str, BatchedTensorDataset] = {}
+
+    @property
+    def num_train(self) -> int:
+        self.setup()
+        return len(self.datasets["train"])
+
+    def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
+        self.setup()
+        train = split == "train"
+        return make_loader(
+            self.datasets[split],
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=train,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.dataloader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.dataloader("test")

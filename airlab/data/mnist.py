@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
-from airlab.data.batched import BatchedTensorDataset, Binarize, make_loader, split_indices
+from airlab.data.batched import BatchedTensorDataset, Binarize, InMemoryDataModule, split_indices
 from airlab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -197,11 +196,7 @@ def split_mnist(
     )
 
 
-def resolve_pin_memory(pin_memory: bool | None) -> bool:
-    return torch.cuda.is_available() if pin_memory is None else pin_memory
-
-
-class MNISTDataModule(pl.LightningDataModule):
+class MNISTDataModule(InMemoryDataModule):
     """Batches are dicts: ``image`` float ``[B, 1, 28, 28]`` in [0, 1] and ``label`` int64 ``[B]``."""
 
     image_shape = (1, 28, 28)
@@ -224,13 +219,9 @@ class MNISTDataModule(pl.LightningDataModule):
         images: str | None = None,
         labels: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers, pin_memory)
         self.source = source
         self.data_dir = os.fspath(data_dir)
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = resolve_pin_memory(pin_memory)
         self.binarize = binarize
         self.split_seed = split_seed
         self.val_fraction = val_fraction
@@ -241,7 +232,6 @@ class MNISTDataModule(pl.LightningDataModule):
         self.labels_file = labels
         self.splits: MNISTSplits | None = None
         self.arrays: MNISTArrays | None = None
-        self.datasets: dict[str, BatchedTensorDataset] = {}
 
     def load_splits(self) -> MNISTSplits:
         if self.splits is None:
@@ -283,30 +273,7 @@ class MNISTDataModule(pl.LightningDataModule):
             if split not in self.datasets:
                 self.datasets[split] = self.make_dataset(split)
 
-    @property
-    def num_train(self) -> int:
-        self.setup()
-        return len(self.datasets["train"])
-
     def dataloader(self, split: str, shuffle: bool = False):
-        self.setup()
-        if split not in self.datasets:  # "all"
-            self.datasets[split] = self.make_dataset(split)
-        train = split == "train"
-        return make_loader(
-            self.datasets[split],
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            drop_last=train,
-        )
-
-    def train_dataloader(self):
-        return self.dataloader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self.dataloader("val")
-
-    def test_dataloader(self):
-        return self.dataloader("test")
+        if split == "all" and "all" not in self.datasets:  # evaluating a whole IDX pair
+            self.datasets["all"] = self.make_dataset("all")
+        return super().dataloader(split, shuffle)

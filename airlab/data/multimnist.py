@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
-from airlab.data.batched import BatchedTensorDataset, make_loader
-from airlab.data.mnist import MNISTSplits, load_mnist, resolve_pin_memory, split_mnist
+from airlab.data.batched import BatchedTensorDataset, InMemoryDataModule
+from airlab.data.mnist import MNISTSplits, load_mnist, split_mnist
 from airlab.data.multimnist_render import OVERLAP_POLICIES, CanvasParams, MultiMNISTArrays, generate_canvases
 from airlab.errors import DataError
 
@@ -182,7 +181,7 @@ def load_or_build(
     return CacheEntry(split, arrays, arrays_path, True, reason, time.perf_counter() - started)
 
 
-class MultiMNISTDataModule(pl.LightningDataModule):
+class MultiMNISTDataModule(InMemoryDataModule):
     """Batches are dicts: ``image`` float ``[B, 1, H, W]`` in [0, 1] (grey, never binarised: AIR's
     likelihood is a Normal), ``count`` int64 ``[B]``, ``digits`` int64 ``[B, max_digits]`` (-1 padded)
     and ``boxes`` float ``[B, max_digits, 4]`` as pixel ``(x_min, y_min, x_max, y_max)`` (NaN padded).
@@ -214,13 +213,9 @@ class MultiMNISTDataModule(pl.LightningDataModule):
         scale_sd: float = 0.1,
         overlap: str = "redraw",
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers, pin_memory)
         self.source = source
         self.data_dir = os.fspath(data_dir)
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = resolve_pin_memory(pin_memory)
         self.split_seed = split_seed
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
@@ -311,29 +306,3 @@ class MultiMNISTDataModule(pl.LightningDataModule):
                 self.datasets[split] = BatchedTensorDataset(
                     torch.from_numpy(arrays.images).unsqueeze(1), annotations
                 )
-
-    @property
-    def num_train(self) -> int:
-        self.setup()
-        return len(self.datasets["train"])
-
-    def dataloader(self, split: str, shuffle: bool = False):
-        self.setup()
-        train = split == "train"
-        return make_loader(
-            self.datasets[split],
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            drop_last=train,
-        )
-
-    def train_dataloader(self):
-        return self.dataloader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self.dataloader("val")
-
-    def test_dataloader(self):
-        return self.dataloader("test")
