@@ -27,6 +27,8 @@ def clean_param_store():
 def compose_config(config_name: str, overrides: list[str], output_dir: Path | None = None) -> DictConfig:
     """Compose like ``@hydra.main`` does, with the run directory set to ``output_dir``."""
     GlobalHydra.instance().clear()
+    if output_dir is not None:  # data and outputs of the test stay in its own folder
+        overrides = [f"paths.root_dir={output_dir}", *overrides]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     if output_dir is not None:

@@ -11,7 +11,18 @@ from airlab.config import validate_config
 from airlab.errors import ConfigError
 from tests.conftest import CONFIG_DIR
 
-GROUPS = ["model", "data", "elbo", "optim", "trainer", "logger", "callbacks", "experiment", "debug"]
+GROUPS = [
+    "model",
+    "data",
+    "elbo",
+    "optim",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+    "hparams_search",
+]
 
 
 def options(group: str) -> list[str]:
@@ -39,6 +50,7 @@ def test_groups_have_the_options_the_design_names():
     assert {"tensorboard", "csv", "none"} <= set(options("logger"))
     assert {"default", "none"} <= set(options("callbacks"))
     assert {"vae_mnist", "air_multimnist", "air_pyro_tutorial"} <= set(options("experiment"))
+    assert {"vae_optuna", "air_optuna"} <= set(options("hparams_search"))
 
 
 def test_defaults_match_pyro_vae_example(make_cfg):
@@ -122,3 +134,23 @@ def test_meanfield_with_air_is_refused(make_cfg):
 
     with pytest.raises(ConfigError, match="elbo=meanfield needs a fully reparameterised guide"):
         MeanFieldEstimator().check_model(AIR(rnn_hidden=4, baseline="none"))
+
+
+@pytest.mark.parametrize("option,metric", [("vae_optuna", "val/elbo"), ("air_optuna", "val/count_accuracy")])
+def test_hparams_search_uses_the_optuna_sweeper(option, metric):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"hparams_search={option}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert cfg.hydra.sweeper.direction == "maximize" and cfg.optimized_metric == metric
+    assert cfg.hydra.sweeper.params
+
+
+@pytest.mark.parametrize("launcher,target", [("joblib", "JoblibLauncher"), ("slurm", "SlurmLauncher")])
+def test_launchers_compose(launcher, target):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
