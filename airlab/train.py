@@ -146,6 +146,8 @@ def collect_metrics(
     if throughput is not None and throughput.overall_steps_per_s is not None:
         metrics["throughput/steps_per_s"] = throughput.overall_steps_per_s
         metrics["train_time_s"] = round(throughput.train_time_s, 3)
+    if throughput is not None and throughput.loop_time_s is not None:
+        metrics["loop_time_s"] = round(throughput.loop_time_s, 3)
     metrics["seed"] = seed
     return metrics
 

@@ -45,6 +45,8 @@ def test_short_training_lowers_the_loss_and_logs_the_tags(make_cfg):
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     assert metrics["global_step"] == 40
     assert {"val/elbo", "test/elbo", "wall_time_s", "throughput/steps_per_s", "seed"} <= set(metrics)
+    # the training loop sits inside trainer.fit, which sits inside the whole task
+    assert 0 < metrics["loop_time_s"] <= metrics["fit_time_s"] <= metrics["wall_time_s"]
     assert -700 < metrics["val/elbo"] < 0 and metrics["val/elbo"] == pytest.approx(
         events.Scalars("val/elbo")[-1].value, abs=1e-4
     )

@@ -57,9 +57,12 @@ class AttentionLogger(EpochImageLogger):
         super().__init__(num_images=num_images, every_n_epochs=every_n_epochs)
         self.num_errors = num_errors
 
+    def applies_to(self, pl_module) -> bool:
+        return hasattr(pl_module.model, "infer")
+
     def log_images(self, writers, batch, pl_module, step: int) -> None:
         model = pl_module.model
-        if not hasattr(model, "infer") or "count" not in batch:
+        if "count" not in batch:
             return
         images = batch["image"].to(pl_module.device)
         inferred = model.infer(images)

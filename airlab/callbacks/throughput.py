@@ -11,7 +11,9 @@ class ThroughputMonitor(pl.Callback):
     """Steps per second of wall time spent in training batches (validation excluded).
 
     ``steps_per_s`` is logged every ``log_every_n_steps`` steps; ``overall_steps_per_s`` covers the
-    whole fit and goes into metrics.json.
+    whole fit and goes into metrics.json, as does ``loop_time_s``: the wall time from the first
+    training step's set-up (``on_train_start``) to the end of the last epoch, validation and
+    checkpoints included, Trainer set-up and teardown excluded.
     """
 
     def __init__(self, log_every_n_steps: int = 50) -> None:
@@ -21,6 +23,15 @@ class ThroughputMonitor(pl.Callback):
         self._window_time_s = 0.0
         self._window_steps = 0
         self._batch_start: float | None = None
+        self._loop_start: float | None = None
+        self.loop_time_s: float | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._loop_start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._loop_start is not None:
+            self.loop_time_s = time.perf_counter() - self._loop_start
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._batch_start = time.perf_counter()
