@@ -24,10 +24,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from airlab import quiet_third_party_warnings
-from airlab.config import validate_config
+from airlab.config import resolve_device, validate_config
 from airlab.config.validation import at_least, check_schema, greater_than, one_of
-from airlab.errors import ConfigError
-from airlab.evaluation.air_pictures import WorstCountErrors, attention_grid, windows_grid
+from airlab.evaluation.air_pictures import WorstCountErrors, attention_grid, boxed, windows_grid
 from airlab.evaluation.bounds import dataset_bounds, summarise
 from airlab.evaluation.checkpoint import load_checkpoint, load_model, merge_overrides
 from airlab.evaluation.latent import (
@@ -78,14 +77,6 @@ def hydra_context() -> tuple[list[str], tuple[str, ...]]:
     return list(hydra_cfg.overrides.task), tuple(hydra_cfg.runtime.choices.keys())
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("eval.device", "cuda was asked for but no GPU is visible; use auto or cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def evaluation_config(
     cfg: DictConfig, trained: dict[str, Any], overrides: Sequence[str] | None
 ) -> DictConfig:
@@ -134,10 +125,11 @@ class AIRCounts:
         files = {}
         if self.first is not None:
             images, inferred = self.first
-            grids = {"attention": attention_grid(images, inferred)}
+            top, bottom = boxed(images, inferred)
+            grids = {"attention": attention_grid(images, inferred, (top, bottom))}
             # A row per image: eight rows keep the picture readable.
             few = {k: v[:8] for k, v in inferred.items()}
-            grids["windows"] = windows_grid(images[:8], few)
+            grids["windows"] = windows_grid(images[:8], few, top[:8])
             for name, grid in grids.items():
                 files[name] = save_grid(upscale(grid, scale), run_dir / f"{name}.png")
                 for writer in writers:
@@ -217,15 +209,13 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     ckpt_path = cfg.get("ckpt_path")
     checkpoint = load_checkpoint(ckpt_path)
     merged = evaluation_config(cfg, checkpoint[CONFIG_KEY], overrides)
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device, "eval.device")
     pyro.clear_param_store()
     pyro.set_rng_seed(settings.seed)
 
     datamodule = instantiate(merged.data)
     model = load_model(merged, datamodule.image_shape, checkpoint, str(ckpt_path)).to(device).eval()
-    missing = [k for k in getattr(model, "required_annotations", ()) if k not in datamodule.annotations]
-    if missing:
-        raise ConfigError("data", f"the model needs images annotated with {', '.join(missing)}")
+    model.check_annotations(datamodule)
     split = settings.split
     loader = datamodule.dataloader(getattr(datamodule, "evaluation_split", lambda s: s)(split))
     num_images = len(loader.dataset)

@@ -15,8 +15,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from airlab import quiet_third_party_warnings
+from airlab.callbacks.images import tensorboard_writers
 from airlab.callbacks.throughput import ThroughputMonitor
-from airlab.config import validate_config
+from airlab.config import flatten_config, validate_config
 from airlab.errors import ConfigError
 from airlab.svi_module import SVIModule
 
@@ -76,14 +77,7 @@ def build_optimizer(optim_cfg: DictConfig):
 
 def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> SVIModule:
     model = instantiate(cfg.model, image_shape=datamodule.image_shape)
-    required = getattr(model, "required_annotations", ())
-    missing = [key for key in required if key not in getattr(datamodule, "annotations", ())]
-    if missing:
-        raise ConfigError(
-            "data",
-            f"model={cfg.model._target_.rsplit('.', 1)[-1].lower()} needs images annotated with "
-            f"{', '.join(missing)}; use data=multimnist",
-        )
+    model.check_annotations(datamodule)
     estimator = instantiate(cfg.elbo)
     estimator.check_model(model)
     return SVIModule(
@@ -103,32 +97,17 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
-def flatten_config(node: Any, prefix: str = "") -> dict[str, int | float | str | bool]:
-    """``{"model": {"z_dim": 50}}`` -> ``{"model.z_dim": 50}``; lists and None become strings."""
-    if isinstance(node, dict):
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(flatten_config(value, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    if isinstance(node, int | float | str | bool):
-        return {prefix: node}
-    return {prefix: str(node)}
-
-
-def write_tensorboard_summary(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """hparams (with the final metrics) and the custom-scalars layout."""
-    from pytorch_lightning.loggers import TensorBoardLogger
+def write_tensorboard_summary(trainer: pl.Trainer, config: dict[str, Any], metrics: dict[str, float]) -> None:
+    """hparams (the resolved config, with the final metrics) and the custom-scalars layout."""
     from torch.utils.tensorboard.summary import hparams
 
-    params = flatten_config(OmegaConf.to_container(cfg, resolve=True))
+    params = flatten_config(config)
     hparam_metrics = {k: v for k, v in metrics.items() if "/" in k}
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            writer = logger.experiment
-            for summary in hparams(params, hparam_metrics):
-                writer._get_file_writer().add_summary(summary)
-            writer.add_custom_scalars(CUSTOM_SCALARS)
-            writer.flush()
+    for writer in tensorboard_writers(trainer):
+        for summary in hparams(params, hparam_metrics):
+            writer._get_file_writer().add_summary(summary)
+        writer.add_custom_scalars(CUSTOM_SCALARS)
+        writer.flush()
 
 
 def collect_metrics(
@@ -191,7 +170,7 @@ def train(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        write_tensorboard_summary(trainer, cfg, metrics)
+        write_tensorboard_summary(trainer, module.config, metrics)
         log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
     optimized = cfg.get("optimized_metric")
     return metrics.get(optimized) if optimized else None

@@ -50,7 +50,6 @@ class GroupStats:
 class VarianceResult:
     groups: dict[str, GroupStats]
     terms: dict[str, float]  # site -> total variance of its score-function term's gradient
-    num_samples: int
     #: Groups whose parameters got no gradient in any draw (e.g. the baseline net under ``trace``).
     unused_groups: list[str] = field(default_factory=list)
 
@@ -91,7 +90,11 @@ class _Moments:
         self.mean: list[torch.Tensor | None] = [None] * size
         self.m2: list[torch.Tensor | None] = [None] * size
         self.sq_norm_sum: torch.Tensor | float = 0.0
-        self.used = False
+
+    @property
+    def used(self) -> bool:
+        """Whether any draw reached this group (state exists only for parameters that got a gradient)."""
+        return any(m is not None for m in self.mean)
 
     def add(self, grads: Sequence[torch.Tensor | None]) -> None:
         self.count += 1
@@ -100,7 +103,6 @@ class _Moments:
             if grad is None and self.mean[i] is None:
                 continue
             if grad is not None:
-                self.used = True
                 x = grad.detach().to(self.dtype).reshape(-1)
                 sq_norm = sq_norm + x.dot(x)
             else:
@@ -262,6 +264,5 @@ def gradient_variance(
     return VarianceResult(
         groups={name: m.stats() for name, m in group_moments.items() if m.used},
         terms={site: m.total_variance() for site, m in term_moments.items()},
-        num_samples=num_samples,
         unused_groups=[name for name, m in group_moments.items() if not m.used],
     )

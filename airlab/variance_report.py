@@ -28,10 +28,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from airlab.config import validate_config
+from airlab.config import resolve_device, validate_config
 from airlab.config.validation import at_least, check_schema, list_field, one_of
 from airlab.errors import CheckpointError, ConfigError
-from airlab.svi_module import CONFIG_KEY, PARAM_STORE_KEY, SVIModule
+from airlab.evaluation.checkpoint import load_checkpoint, model_state
+from airlab.svi_module import CONFIG_KEY, SVIModule
 from airlab.train import build_module, resolve_checkpoint
 from airlab.variance import gradient_variance
 from airlab.variance_outputs import write_outputs
@@ -122,10 +123,10 @@ class ReportSchema:
     particles_of: str | None = None
 
 
-def check_report(report: DictConfig) -> None:
+def check_report(report: DictConfig) -> torch.device:
+    """Validate ``report.*``; returns the device to measure on."""
     check_schema("report", ReportSchema, report)
-    if report.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("report.device", "cuda was asked for, but no GPU is available; use auto or cpu")
+    return resolve_device(report.device, "report.device")
 
 
 def configuration_cfg(cfg: DictConfig, model_cfg: DictConfig, conf: Configuration) -> DictConfig | str:
@@ -154,25 +155,6 @@ def configuration_cfg(cfg: DictConfig, model_cfg: DictConfig, conf: Configuratio
 # -- model, minibatch, baselines -------------------------------------------------------------------
 
 
-def load_checkpoint(path: str) -> dict[str, Any]:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        state = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user mistake
-        raise CheckpointError(
-            f"ckpt_path: {path} is not an airlab checkpoint ({type(err).__name__})"
-        ) from None
-    if not state:
-        raise CheckpointError(f"ckpt_path: {path} holds no model.* weights")
-    model_cfg = (checkpoint.get(CONFIG_KEY) or {}).get("model")
-    return {
-        "state": state,
-        "model": OmegaConf.create(model_cfg) if model_cfg else None,
-        "param_store": checkpoint.get(PARAM_STORE_KEY, {}),
-        "global_step": int(checkpoint.get("global_step", 0)),
-    }
-
-
 def load_weights(module: SVIModule, state: dict[str, torch.Tensor], name: str) -> None:
     try:
         missing, unexpected = module.model.load_state_dict(state, strict=False)
@@ -192,13 +174,9 @@ def warm_up_baselines(module: SVIModule, batches: Iterator[torch.Tensor], scale:
     estimator = module.estimator
     if steps <= 0 or not getattr(estimator, "uses_baselines", False):
         return 0
-    params = [p for p in module.model.baseline_parameters() if p.requires_grad]
-    optimizer = None
-    if params:
-        group: dict[str, Any] = {"params": params}
-        if module.baseline_lr is not None:
-            group["lr"] = module.baseline_lr
-        optimizer = module.optimizer_factory([group])
+    groups = [group for group in module.parameter_groups() if group["name"] == "baseline"]
+    params = groups[0]["params"] if groups else []
+    optimizer = module.optimizer_factory(groups) if groups else None
     store = pyro.get_param_store()
     for step in range(steps):
         images = next(batches)
@@ -236,10 +214,9 @@ def warmup_batches(
 def run_variance_report(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg)
     report = cfg.report
-    check_report(report)
+    device = check_report(report)
     configurations = parse_configurations(report)
     seed = 0 if cfg.get("seed") is None else int(cfg.seed)
-    device = torch.device("cuda" if report.device != "cpu" and torch.cuda.is_available() else "cpu")
     ckpt_path = resolve_checkpoint(cfg)
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
 
@@ -249,11 +226,13 @@ def run_variance_report(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")
     images = next(iter(datamodule.train_dataloader()))["image"].to(device)
     model_cfg = cfg.model
-    if checkpoint is not None and checkpoint["model"] is not None:
-        model_cfg = checkpoint["model"]
+    if checkpoint is not None and checkpoint[CONFIG_KEY].get("model"):
+        model_cfg = OmegaConf.create(checkpoint[CONFIG_KEY]["model"])
         log.info("model config from the checkpoint: %s", OmegaConf.to_container(model_cfg))
     if checkpoint is not None:
-        base_state, step = checkpoint["state"], checkpoint["global_step"]
+        base_state, step = model_state(checkpoint), int(checkpoint.get("global_step", 0))
+        if not base_state:
+            raise CheckpointError(f"ckpt_path: {ckpt_path} holds no model.* weights")
     else:
         base_state, step = instantiate(model_cfg, image_shape=datamodule.image_shape).state_dict(), 0
 
@@ -278,8 +257,9 @@ def run_variance_report(cfg: DictConfig) -> dict[str, Any]:
             continue
         load_weights(module, base_state, conf.name)
         module.to(device).train()
-        for name, value in (checkpoint or {}).get("param_store", {}).items():
-            pyro.get_param_store()[name] = value.to(device)
+        if checkpoint is not None:  # estimator state, e.g. decaying-average baselines
+            module.on_load_checkpoint(checkpoint)
+            module.restore_param_store()
         module.model.on_train_step(step)
         scale = module.loss_scale(images.shape[0])
         started = time.perf_counter()

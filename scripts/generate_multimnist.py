@@ -43,11 +43,11 @@ def generate(cfg: DictConfig) -> None:
             entries.append((entry, time.perf_counter() - started))
 
     table = Table(title=f"MultiMNIST cache in {datamodule.cache_dir}")
-    histogram_name = f"images with 0..{datamodule.max_digits} digits"
+    histogram_name = f"images with 0..{datamodule.canvas.max_digits} digits"
     for name in ("split", "images", histogram_name, "cache file", "status", "seconds"):
         table.add_column(name, justify="right" if name in ("images", "seconds") else "left")
     for entry, seconds in entries:
-        counts = [int((entry.arrays.count == k).sum()) for k in range(datamodule.max_digits + 1)]
+        counts = [int((entry.arrays.count == k).sum()) for k in range(datamodule.canvas.max_digits + 1)]
         histogram = " / ".join(str(n) for n in counts)
         status = "loaded" if not entry.built else "built" if entry.reason == "no cache yet" else "rebuilt"
         table.add_row(

@@ -354,5 +354,5 @@ def test_variance_report_from_a_checkpoint(make_cfg, tmp_path):
     cfg = make_cfg(
         FAST + overrides + [f"ckpt_path={tmp_path / 'broken.ckpt'}"], name="variance_report", run="bad"
     )
-    with pytest.raises(CheckpointError, match="broken.ckpt is not an airlab checkpoint"):
+    with pytest.raises(CheckpointError, match="broken.ckpt is not a readable checkpoint"):
         run_variance_report(cfg)

@@ -10,10 +10,9 @@ import pytorch_lightning as pl
 import torch
 
 from airlab.callbacks.images import EpochImageLogger, tensorboard_writers
-from airlab.evaluation.air_pictures import windows_grid
+from airlab.evaluation.air_pictures import attention_grid, boxed, windows_grid
 from airlab.metrics import count_confusion
-from airlab.models.spatial import where_to_box
-from airlab.viz import confusion_figure, draw_boxes, image_grid
+from airlab.viz import confusion_figure, image_grid
 
 
 class CountLogger(pl.Callback):
@@ -66,13 +65,10 @@ class AttentionLogger(EpochImageLogger):
             return
         images = batch["image"].to(pl_module.device)
         inferred = model.infer(images)
-        boxes = where_to_box(inferred["z_where"], images.shape[-1]).cpu()
-        present = inferred["z_pres"].cpu()
-        top = draw_boxes(images, boxes, present)
-        bottom = draw_boxes(inferred["reconstruction"], boxes, present)
-        grid = image_grid(torch.cat([top, bottom]), nrow=len(images))
+        top, bottom = boxed(images, inferred)
+        grid = attention_grid(images, inferred, (top, bottom))
+        windows = windows_grid(images, inferred, top)
         wrong = (inferred["count"].cpu() != batch["count"].cpu()).nonzero().flatten()[: self.num_errors]
-        windows = windows_grid(images, inferred)
         for writer in writers:
             writer.add_image("val/attention", grid, step)
             writer.add_image("val/windows", windows, step)

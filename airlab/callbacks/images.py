@@ -15,11 +15,18 @@ def tensorboard_writers(trainer: pl.Trainer):
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
-def first_val_batch(trainer: pl.Trainer, num_images: int) -> dict[str, torch.Tensor] | None:
+def validation_loader(trainer: pl.Trainer):
+    """The trainer's (first) validation dataloader, or None."""
     loaders = trainer.val_dataloaders
-    if loaders is None:
+    if isinstance(loaders, list | tuple):
+        loaders = loaders[0] if loaders else None
+    return loaders
+
+
+def first_val_batch(trainer: pl.Trainer, num_images: int) -> dict[str, torch.Tensor] | None:
+    loader = validation_loader(trainer)
+    if loader is None:
         return None
-    loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
     batch = next(iter(loader))
     return {name: value[:num_images] for name, value in batch.items()}
 

@@ -11,17 +11,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from airlab.callbacks.images import tensorboard_writers
+from airlab.callbacks.images import tensorboard_writers, validation_loader
 from airlab.evaluation.latent import has_latent_space, latent_pictures, latent_tsne
 
 log = logging.getLogger(__name__)
-
-
-def validation_batches(trainer: pl.Trainer):
-    loaders = trainer.val_dataloaders
-    if isinstance(loaders, list | tuple):
-        loaders = loaders[0] if loaders else None
-    return loaders
 
 
 class LatentSpaceLogger(pl.Callback):
@@ -67,7 +60,7 @@ class LatentSpaceLogger(pl.Callback):
         model = getattr(pl_module, "model", None)
         if not self.enabled or model is None or not has_latent_space(model) or not trainer.is_global_zero:
             return
-        loader = loader if loader is not None else validation_batches(trainer)
+        loader = loader if loader is not None else validation_loader(trainer)
         if loader is None or self._last_logged_step == trainer.global_step:
             return
         self._last_logged_step = trainer.global_step

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -108,14 +109,13 @@ def check_schema(prefix: str, schema: type, node: Any) -> Any:
     return obj
 
 
-def validate_config(cfg: DictConfig, schemas: dict[str, dict[str, type]] | None = None) -> None:
+def validate_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first bad value in the groups that have schemas."""
     from airlab.config.schemas import GROUP_SCHEMAS, TopLevel
 
-    schemas = GROUP_SCHEMAS if schemas is None else schemas
     top = {f.name: cfg.get(f.name) for f in dataclasses.fields(TopLevel) if f.name in cfg}
     check_schema("", TopLevel, top)
-    for group, by_target in schemas.items():
+    for group, by_target in GROUP_SCHEMAS.items():
         node = cfg.get(group)
         if node is None:
             continue
@@ -123,3 +123,12 @@ def validate_config(cfg: DictConfig, schemas: dict[str, dict[str, type]] | None 
         schema = by_target.get(target)
         if schema is not None:
             check_schema(group, schema, node)
+
+
+def resolve_device(name: str, key: str) -> torch.device:
+    """``auto`` (a GPU when one is visible), ``cpu`` or ``cuda`` (refused when no GPU is visible)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(key, "cuda was asked for but no GPU is visible; use auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)

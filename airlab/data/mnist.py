@@ -104,14 +104,14 @@ def read_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[tor
     return images.to(torch.uint8), labels.long()
 
 
-def torchvision_files_present(data_dir: str | Path) -> bool:
+def missing_torchvision_files(data_dir: str | Path) -> list[str]:
     raw = Path(data_dir) / "MNIST" / "raw"
-    return all((raw / name).is_file() for name in TORCHVISION_FILES)
+    return [name for name in TORCHVISION_FILES if not (raw / name).is_file()]
 
 
 def load_torchvision(data_dir: str | Path) -> MNISTArrays:
     raw = Path(data_dir) / "MNIST" / "raw"
-    missing = [name for name in TORCHVISION_FILES if not (raw / name).is_file()]
+    missing = missing_torchvision_files(data_dir)
     if missing:
         raise DataError(
             f"data.source=torchvision: missing {', '.join(missing)} under {raw}; "
@@ -158,7 +158,7 @@ def load_mnist(
         digits, digit_labels = read_idx_pair(images, labels)
         arrays = MNISTArrays(digits, digit_labels, None, None, "idx", f"IDX files {images}, {labels}")
     elif source == "auto":
-        if torchvision_files_present(data_dir) or try_download(data_dir, download_timeout):
+        if not missing_torchvision_files(data_dir) or try_download(data_dir, download_timeout):
             arrays = load_torchvision(data_dir)
         else:
             arrays = load_bundled()

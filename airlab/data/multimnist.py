@@ -219,9 +219,7 @@ class MultiMNISTDataModule(InMemoryDataModule):
         self.split_seed = split_seed
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
-        self.subset_size = subset_size
         self.download_timeout = download_timeout
-        self.max_digits = max_digits
         self.seed = seed
         # Typed as the cache manifest stores them: `scale_mean: 1` from YAML must not be a new cache.
         self.canvas = CanvasParams(
@@ -239,7 +237,6 @@ class MultiMNISTDataModule(InMemoryDataModule):
         self.splits: MNISTSplits | None = None
         self.source_description = ""
         self.entries: dict[str, CacheEntry] = {}
-        self.datasets: dict[str, BatchedTensorDataset] = {}
 
     @property
     def cache_dir(self) -> Path:

@@ -21,7 +21,6 @@ import torch
 
 from airlab.errors import ConfigError, DataError
 
-ALIGN_CORNERS = False
 DIGIT_SIZE = 28
 OVERLAP_POLICIES = ("redraw", "clip")
 CHUNK = 2048  # canvases rendered together: about 100 MB of grids and outputs

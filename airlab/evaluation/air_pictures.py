@@ -22,16 +22,26 @@ def boxed(images: torch.Tensor, inferred: dict[str, torch.Tensor]) -> tuple[torc
     )
 
 
-def attention_grid(images: torch.Tensor, inferred: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Inputs (top row) and reconstructions (bottom row), both with the boxes of each step."""
-    top, bottom = boxed(images, inferred)
+BoxedPair = tuple[torch.Tensor, torch.Tensor]
+
+
+def attention_grid(
+    images: torch.Tensor, inferred: dict[str, torch.Tensor], pair: BoxedPair | None = None
+) -> torch.Tensor:
+    """Inputs (top row) and reconstructions (bottom row), both with the boxes of each step.
+    ``pair``: ``boxed(images, inferred)`` when the caller already has it."""
+    top, bottom = pair if pair is not None else boxed(images, inferred)
     return image_grid(torch.cat([top, bottom]), nrow=len(images))
 
 
-def windows_grid(images: torch.Tensor, inferred: dict[str, torch.Tensor]) -> torch.Tensor:
+def windows_grid(
+    images: torch.Tensor, inferred: dict[str, torch.Tensor], top: torch.Tensor | None = None
+) -> torch.Tensor:
     """One row per image: the input with its boxes, then the decoded window of every step, scaled to
-    the canvas size and tinted with that step's box colour (dark when the step found no object)."""
-    top, _ = boxed(images, inferred)
+    the canvas size and tinted with that step's box colour (dark when the step found no object).
+    ``top``: the boxed inputs, ``boxed(images, inferred)[0]``, when the caller already has them."""
+    if top is None:
+        top, _ = boxed(images, inferred)
     windows = inferred["windows"].cpu().clamp(0, 1)  # [B, T, w, w]
     batch, steps = windows.shape[:2]
     size = images.shape[-1]

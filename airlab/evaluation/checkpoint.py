@@ -19,6 +19,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from airlab.config import flatten_config
 from airlab.errors import CheckpointError, ConfigError
 from airlab.models.base import GenerativeModel
 from airlab.svi_module import CONFIG_KEY
@@ -50,6 +51,15 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
             "use a checkpoints/*.ckpt written by scripts/train.py"
         )
     return checkpoint
+
+
+def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The generative model's weights: the module's ``model.*`` entries, prefix removed."""
+    return {
+        key[len(MODEL_PREFIX) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(MODEL_PREFIX)
+    }
 
 
 def _root(key: str) -> str:
@@ -97,15 +107,6 @@ def merge_overrides(
     return cfg
 
 
-def _flatten(node: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}.{key}"))
-        return out
-    return {prefix: node}
-
-
 def config_differences(
     trained: dict[str, Any], cfg: DictConfig, groups: Sequence[str], limit: int = 3
 ) -> list[str]:
@@ -114,7 +115,8 @@ def config_differences(
     current = OmegaConf.to_container(cfg, resolve=True)
     lines = []
     for group in groups:
-        old, new = _flatten(trained.get(group, {}), group), _flatten(current.get(group, {}), group)
+        old = flatten_config(trained.get(group, {}), group)
+        new = flatten_config(current.get(group, {}), group)
         keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if f"{group}._target_" in keys:
             keys = [f"{group}._target_"]
@@ -140,11 +142,7 @@ def load_model(
     trained = checkpoint[CONFIG_KEY]
     check_model_target(trained, cfg, ckpt_path)
     model = instantiate(cfg.model, image_shape=tuple(image_shape))
-    state = {
-        key[len(MODEL_PREFIX) :]: value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith(MODEL_PREFIX)
-    }
+    state = model_state(checkpoint)
     expected = model.state_dict()
     problems = [f"{k} is missing from the checkpoint" for k in expected if k not in state]
     problems += [f"{k} is in the checkpoint but not in the model" for k in state if k not in expected]

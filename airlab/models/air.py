@@ -144,13 +144,14 @@ class AIR(GenerativeModel):
         with pyro.plate("data", batch):
             canvas = pixels.new_zeros(batch, self.image_size, self.image_size)
             z_pres = pixels.new_ones(batch, 1)
+            # Every object draws its pose and appearance from the same priors.
+            where_prior = dist.Normal(self.where_prior_loc, self.where_prior_scale).expand([batch, 3])
+            what_prior = dist.Normal(pixels.new_zeros(()), 1.0).expand([batch, self.z_what_dim])
             for t in range(self.max_steps):
                 # z_pres_t: [B, 1]; one more object only if the previous one was there
                 z_pres = pyro.sample(f"z_pres_{t}", dist.Bernoulli(presence * z_pres).to_event(1))
                 present = z_pres.squeeze(-1) > 0
-                where_prior = dist.Normal(self.where_prior_loc, self.where_prior_scale).expand([batch, 3])
                 z_where = pyro.sample(f"z_where_{t}", where_prior.to_event(1).mask(present))  # [B, 3]
-                what_prior = dist.Normal(pixels.new_zeros(()), 1.0).expand([batch, self.z_what_dim])
                 z_what = pyro.sample(f"z_what_{t}", what_prior.to_event(1).mask(present))  # [B, z_what]
                 window = self.decoder(z_what)
                 canvas = canvas + window_to_image(window, z_where, self.image_size) * z_pres.view(-1, 1, 1)

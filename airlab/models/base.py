@@ -11,12 +11,26 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from airlab.errors import ConfigError
+
 
 class GenerativeModel(nn.Module):
     #: True when the guide has sample sites without ``rsample`` (score-function gradients).
     has_discrete_latents: bool = False
     #: Multiply log-densities by N/B (a subsampled data plate) during training.
     scale_to_dataset: bool = False
+    #: Per-image annotations the model's metrics need from the data module (e.g. AIR's ``count``).
+    required_annotations: tuple[str, ...] = ()
+
+    def check_annotations(self, datamodule: object) -> None:
+        """Refuse, in one line, a data module whose images lack the annotations this model needs."""
+        missing = [k for k in self.required_annotations if k not in getattr(datamodule, "annotations", ())]
+        if missing:
+            raise ConfigError(
+                "data",
+                f"model={type(self).__name__.lower()} needs images annotated with "
+                f"{', '.join(missing)}; use data=multimnist",
+            )
 
     def model(self, images: torch.Tensor) -> None:
         """The generative story for a batch ``[B, C, H, W]`` of images."""
