@@ -34,13 +34,11 @@ from airlab.evaluation.latent import (
     has_latent_space,
     latent_pictures,
     latent_tsne,
-    save_figure,
     spread_indices,
-    upscale,
 )
 from airlab.metrics import count_accuracy, count_confusion
 from airlab.svi_module import CONFIG_KEY
-from airlab.viz import confusion_figure, image_grid, reconstruction_grid, save_grid
+from airlab.viz import confusion_figure, image_grid, reconstruction_grid, save_figure, save_grid, upscale
 
 log = logging.getLogger(__name__)
 

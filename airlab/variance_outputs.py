@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from airlab.viz import pyplot
+
 log = logging.getLogger(__name__)
 
 
@@ -75,10 +77,7 @@ def markdown_report(output: dict[str, Any]) -> str:
 
 def bar_chart(output: dict[str, Any], path: Path) -> np.ndarray:
     """Grouped bars on a log scale; writes ``path`` and returns the picture as RGB ``[H, W, 3]``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     estimators = output["estimators"]
     panels = [("total variance by group", "groups", "var"), ("SNR by group", "groups", "snr")]

@@ -8,6 +8,30 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend: figures are written to files and TensorBoard, never shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure (PNG by the suffix) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path
+
+
+def upscale(grid: torch.Tensor, factor: int) -> torch.Tensor:
+    """Nearest-neighbour enlargement, so that 28-pixel digits are visible in an image viewer."""
+    return grid.repeat_interleave(factor, -1).repeat_interleave(factor, -2) if factor > 1 else grid
+
+
 def reconstruction_grid(inputs: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
     """Inputs in the top row, their reconstructions below: ``[3, H', W']`` in [0, 1]."""
     n = inputs.shape[0]
@@ -57,10 +81,7 @@ def draw_boxes(images: torch.Tensor, boxes: torch.Tensor, present: torch.Tensor)
 
 def confusion_figure(confusion: torch.Tensor, title: str = "count confusion"):
     """A matplotlib figure of a count confusion matrix (rows: true, columns: inferred)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(3.2, 3.0), dpi=100)
     ax.imshow(confusion.numpy(), cmap="Blues")

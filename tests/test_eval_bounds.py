@@ -137,8 +137,8 @@ def test_traversal_and_interpolation_grids(vae, digits):
 
 def test_air_pictures_and_worst_errors_on_a_hand_made_batch(tmp_path):
     from airlab.evaluation.air_pictures import WorstCountErrors, attention_grid, windows_grid
-    from airlab.evaluation.latent import save_figure
     from airlab.models.air import AIR
+    from airlab.viz import save_figure
     from tests.test_air import SMALL
 
     torch.manual_seed(0)

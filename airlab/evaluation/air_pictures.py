@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from airlab.models.spatial import where_to_box
-from airlab.viz import STEP_COLOURS, draw_boxes, image_grid
+from airlab.viz import STEP_COLOURS, draw_boxes, image_grid, pyplot
 
 ABSENT_SHADE = 0.15  # the tile of a step that found no object: dark, so "absent" reads at a glance
 
@@ -97,10 +97,7 @@ class WorstCountErrors:
 
     def figure(self, columns: int = 8):
         """Each error as its input (with boxes) above its reconstruction, titled true/inferred."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         if not self.errors:
             return None

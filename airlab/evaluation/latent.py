@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from airlab.evaluation.progress import progress_bar
-from airlab.viz import image_grid
+from airlab.viz import image_grid, pyplot, save_figure
 
 TSNE_TAG = "val/latent_tsne"
 PROJECTOR_TAG = "latent_means"
@@ -81,10 +81,7 @@ def tsne_embedding(
 
 def tsne_figure(embedding: np.ndarray, labels: np.ndarray | None, title: str = "t-SNE of posterior means"):
     """Scatter plot coloured by digit class with tab10 (ten distinct colours) and a legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
     cmap = plt.get_cmap("tab10")
@@ -102,16 +99,6 @@ def tsne_figure(embedding: np.ndarray, labels: np.ndarray | None, title: str = "
     ax.set_yticks([])
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 @dataclass
@@ -156,11 +143,11 @@ def latent_tsne(
             global_step=step,
             tag=PROJECTOR_TAG,
         )
-    path = save_figure(fig, output_path) if output_path is not None else None
-    if path is None:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+    path = None
+    if output_path is not None:
+        path = save_figure(fig, output_path)
+    else:
+        pyplot().close(fig)
     return TSNEResult(embedding, labels, latents, path, time.perf_counter() - started)
 
 
@@ -217,11 +204,6 @@ def interpolation_pairs(labels: torch.Tensor | None, num_pairs: int) -> list[tup
 def spread_indices(n: int, count: int) -> torch.Tensor:
     """``count`` indices spread evenly over ``range(n)``: splits may be sorted by class."""
     return torch.linspace(0, n - 1, min(count, n)).round().long()
-
-
-def upscale(grid: torch.Tensor, factor: int) -> torch.Tensor:
-    """Nearest-neighbour enlargement, so that 28-pixel digits are visible in an image viewer."""
-    return grid.repeat_interleave(factor, -1).repeat_interleave(factor, -2) if factor > 1 else grid
 
 
 @torch.no_grad()
