@@ -215,7 +215,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     model = load_model(merged, datamodule.image_shape, checkpoint, str(ckpt_path)).to(device).eval()
     model.check_annotations(datamodule)
     split = settings.split
-    loader = datamodule.dataloader(getattr(datamodule, "evaluation_split", lambda s: s)(split))
+    loader = datamodule.dataloader(datamodule.evaluation_split(split))
     num_images = len(loader.dataset)
     if merged.data.get("subset_size") is not None:
         log.warning(
