@@ -9,8 +9,10 @@ gradient-variance monitor differentiates to show which term is noisy.
 Estimator semantics follow Pyro 1.9:
   - ``trace``: ``Trace_ELBO``. A non-reparameterised site's score is weighted by the whole cost of
     its plate slice (Rao-Blackwellised over plates only).
-  - ``tracegraph``: ``TraceGraph_ELBO``. Its score is weighted only by the costs downstream of it
-    (provenance tracking), minus a baseline when the guide asks for one.
+  - ``tracegraph``: ``TraceGraph_ELBO``. Its score is weighted only by the costs downstream of it,
+    minus a baseline when the guide asks for one. Which costs lie downstream comes from the model's
+    declaration (``GenerativeModel.score_dependencies``) when it makes one, so nothing is tracked at
+    run time; otherwise from Pyro's provenance tracking, as in ``TraceGraph_ELBO`` itself.
   - ``meanfield``: ``TraceMeanField_ELBO`` (analytic KL terms; reparameterised guides only).
   - ``renyi`` / ``iwae``: the Renyi bound (``alpha``) and the importance-weighted bound (alpha = 0),
     computed per datum, with a score-function term weighted by the bound itself.
@@ -31,15 +33,17 @@ from pyro import poutine
 from pyro.distributions.util import is_identically_zero
 from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
-from pyro.infer.tracegraph_elbo import _construct_baseline
 from pyro.infer.util import MultiFrameTensor, get_plate_stacks
 from pyro.ops.provenance import detach_provenance, get_provenance
 from pyro.poutine.trace_struct import Trace
 
+from airlab.baselines import construct_baseline
 from airlab.errors import ConfigError
 
 DATA_PLATE = "data"
 PARTICLE_PLATE = "num_particles_vectorized"
+#: Where ``tracegraph`` learns which costs lie downstream of each discrete site.
+DEPENDENCIES = ("declared", "provenance")
 
 
 @dataclass
@@ -102,21 +106,64 @@ def _particle_parts_tracegraph(model_trace: Trace, guide_trace: Trace):
         for upstream in get_provenance(site["log_prob_sum"]):
             downstream[upstream].add((site["cond_indep_stack"], -site["log_prob"]))
 
+    score_terms, baseline_loss = _score_terms(guide_trace, downstream)
+    score_terms = {name: detach_provenance(term) for name, term in score_terms.items()}
+    if baseline_loss is not None:
+        baseline_loss = detach_provenance(baseline_loss)
+    return detach_provenance(elbo), detach_provenance(surrogate_elbo), score_terms, baseline_loss
+
+
+def _score_terms(guide_trace: Trace, downstream: dict[str, MultiFrameTensor]):
+    """Each site's score function times its downstream cost less its baseline; the baselines' loss."""
     score_terms: dict[str, torch.Tensor] = {}
     baseline_loss = None
     for name, cost in downstream.items():
         guide_site = guide_trace.nodes[name]
         cost = cost.sum_to(guide_site["cond_indep_stack"])
-        use_baseline, site_baseline_loss, baseline = _construct_baseline(name, guide_site, cost)
-        if use_baseline:
+        baseline, site_baseline_loss = construct_baseline(name, guide_site, cost)
+        if baseline is not None:
             cost = cost - baseline
-            if not isinstance(site_baseline_loss, float):
-                baseline_loss = site_baseline_loss + (baseline_loss or 0.0)
+        if site_baseline_loss is not None:
+            baseline_loss = site_baseline_loss + (baseline_loss or 0.0)
         score_function = guide_site["score_parts"].score_function
-        score_terms[name] = detach_provenance((score_function * cost.detach()).sum())
-    if baseline_loss is not None:
-        baseline_loss = detach_provenance(baseline_loss)
-    return detach_provenance(elbo), detach_provenance(surrogate_elbo), score_terms, baseline_loss
+        score_terms[name] = (score_function * cost.detach()).sum()
+    return score_terms, baseline_loss
+
+
+def _particle_parts_declared(model_trace: Trace, guide_trace: Trace, dependencies: dict[str, list[str]]):
+    """TraceGraph_ELBO for one particle, with downstream costs from the model's declared structure.
+
+    ``dependencies[site]`` names every sample site (of the model or the guide) whose log-density
+    depends on the non-reparameterised guide ``site``: exactly the terms provenance tracking would
+    find, found without tracking anything.
+    """
+    elbo, surrogate_elbo = 0.0, 0.0
+    for _, site in sample_sites(model_trace):
+        elbo = elbo + site["log_prob_sum"]
+    surrogate_elbo = elbo
+    downstream: dict[str, MultiFrameTensor] = {}
+    for name, site in sample_sites(guide_trace):
+        elbo = elbo - site["log_prob_sum"]
+        entropy_term = site["score_parts"].entropy_term
+        if not is_identically_zero(entropy_term):
+            surrogate_elbo = surrogate_elbo - entropy_term.sum()
+        if site["fn"].has_rsample:
+            continue
+        if name not in dependencies:
+            raise ValueError(
+                f"guide site {name} samples without rsample, but the model declares no dependencies for it"
+            )
+        cost = MultiFrameTensor()
+        for dependent in dependencies[name]:
+            if dependent in model_trace.nodes:
+                node = model_trace.nodes[dependent]
+                cost.add((node["cond_indep_stack"], node["log_prob"]))
+            if dependent in guide_trace.nodes:
+                node = guide_trace.nodes[dependent]
+                cost.add((node["cond_indep_stack"], -node["log_prob"]))
+        downstream[name] = cost
+    score_terms, baseline_loss = _score_terms(guide_trace, downstream)
+    return elbo, surrogate_elbo, score_terms, baseline_loss
 
 
 class Estimator:
@@ -162,6 +209,10 @@ class Estimator:
                 "set elbo.vectorize_particles=false",
             )
 
+    def bind(self, model) -> None:
+        """Check that this estimator can train ``model``, and read what the model declares about itself."""
+        self.check_model(model)
+
     def __call__(self, model: Callable, guide: Callable, *args, scale: float = 1.0) -> LossOutput:
         raise NotImplementedError
 
@@ -170,11 +221,17 @@ class _ParticleEstimator(Estimator):
     """Estimators built from per-particle parts of (model trace, guide trace)."""
 
     trace_source = Trace_ELBO
-    particle_parts = staticmethod(_particle_parts_trace)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._traces = self.trace_source(**self._pyro_elbo_kwargs())
+
+    def _trace_source(self):
+        """The Pyro ELBO whose ``_get_traces`` runs guide and model (it decides what gets tracked)."""
+        return self._traces
+
+    def _particle_parts(self, model_trace: Trace, guide_trace: Trace):
+        return _particle_parts_trace(model_trace, guide_trace)
 
     def __call__(self, model, guide, *args, scale: float = 1.0) -> LossOutput:
         if scale != 1.0:
@@ -182,8 +239,8 @@ class _ParticleEstimator(Estimator):
         elbo, surrogate_elbo, baseline_loss = 0.0, 0.0, None
         score_terms: dict[str, torch.Tensor] = {}
         guide_trace = None
-        for model_trace, guide_trace in self._traces._get_traces(model, guide, args, {}):
-            p_elbo, p_surrogate, p_scores, p_baseline = self.particle_parts(model_trace, guide_trace)
+        for model_trace, guide_trace in self._trace_source()._get_traces(model, guide, args, {}):
+            p_elbo, p_surrogate, p_scores, p_baseline = self._particle_parts(model_trace, guide_trace)
             elbo = elbo + p_elbo / self.num_particles
             surrogate_elbo = surrogate_elbo + p_surrogate / self.num_particles
             for name, term in p_scores.items():
@@ -202,10 +259,36 @@ class TraceEstimator(_ParticleEstimator):
 
 
 class TraceGraphEstimator(_ParticleEstimator):
+    """``TraceGraph_ELBO``. ``dependencies="declared"`` takes the downstream costs from the model's
+    ``score_dependencies()`` (no provenance tracking at run time) when the model declares them;
+    ``"provenance"`` always tracks them as Pyro does. Both give the same gradient."""
+
     name = "tracegraph"
     uses_baselines = True
     trace_source = TraceGraph_ELBO  # its traces track provenance of non-reparameterised values
-    particle_parts = staticmethod(_particle_parts_tracegraph)
+
+    def __init__(self, *args, dependencies: str = "declared", **kwargs) -> None:
+        if dependencies not in DEPENDENCIES:
+            raise ConfigError(
+                "elbo.dependencies", f"{dependencies!r} is not one of {', '.join(DEPENDENCIES)}"
+            )
+        super().__init__(*args, **kwargs)
+        self.dependencies = dependencies
+        self.declared: dict[str, list[str]] | None = None
+        self._untracked = Trace_ELBO(**self._pyro_elbo_kwargs())
+
+    def bind(self, model) -> None:
+        super().bind(model)
+        declared = model.score_dependencies() if self.dependencies == "declared" else None
+        self.declared = None if declared is None else {k: list(v) for k, v in declared.items()}
+
+    def _trace_source(self):
+        return self._traces if self.declared is None else self._untracked
+
+    def _particle_parts(self, model_trace: Trace, guide_trace: Trace):
+        if self.declared is None:
+            return _particle_parts_tracegraph(model_trace, guide_trace)
+        return _particle_parts_declared(model_trace, guide_trace, self.declared)
 
 
 class MeanFieldEstimator(Estimator):
@@ -221,6 +304,15 @@ class MeanFieldEstimator(Estimator):
             model, guide = poutine.scale(model, scale), poutine.scale(guide, scale)
         surrogate = self._elbo.differentiable_loss(model, guide, *args)
         return LossOutput(surrogate.detach(), surrogate)
+
+
+def callable_key(fn: Callable) -> tuple:
+    """What identifies a function across calls: ``obj.method`` makes a new bound-method object at every
+    attribute access, so its identity is the (object, function) pair, not ``id(fn)``."""
+    owner = getattr(fn, "__self__", None)
+    if owner is not None and hasattr(fn, "__func__"):
+        return (id(owner), fn.__func__)
+    return (id(fn),)
 
 
 class _Compiled:
@@ -243,7 +335,7 @@ class _Compiled:
         self._has_baseline_loss: dict[tuple, bool] = {}
 
     def __call__(self, model, guide, *args, scale: float = 1.0) -> LossOutput:
-        key = (id(model), id(guide), scale)
+        key = (callable_key(model), callable_key(guide), scale)
         if key not in self._compiled:
             eager = super().__call__
 

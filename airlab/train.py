@@ -79,7 +79,7 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> SVIModu
     model = instantiate(cfg.model, image_shape=datamodule.image_shape)
     model.check_annotations(datamodule)
     estimator = instantiate(cfg.elbo)
-    estimator.check_model(model)
+    estimator.bind(model)
     return SVIModule(
         model=model,
         estimator=estimator,

@@ -14,6 +14,7 @@ from airlab.data.mnist import SOURCES
 from airlab.data.multimnist import OVERLAP_POLICIES
 from airlab.data.multimnist import SOURCES as MULTIMNIST_SOURCES
 from airlab.errors import ConfigError
+from airlab.estimators import DEPENDENCIES
 from airlab.models.air import ANNEALING, BASELINES, PRIOR_TYPES
 
 
@@ -152,8 +153,19 @@ class Elbo:
 
 
 @dataclass
+class TraceGraphElbo(Elbo):
+    _target_: str = "airlab.estimators.TraceGraphEstimator"
+    dependencies: str = one_of("declared", DEPENDENCIES)
+
+
+@dataclass
 class JitElbo(Elbo):
     ignore_jit_warnings: bool = True
+
+
+@dataclass
+class JitTraceGraphElbo(JitElbo, TraceGraphElbo):
+    _target_: str = "airlab.estimators.JitTraceGraphEstimator"
 
 
 @dataclass
@@ -211,10 +223,10 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"airlab.models.vae.VAE": VAEModel, "airlab.models.air.AIR": AIRModel},
     "elbo": {
         "airlab.estimators.TraceEstimator": Elbo,
-        "airlab.estimators.TraceGraphEstimator": Elbo,
+        "airlab.estimators.TraceGraphEstimator": TraceGraphElbo,
         "airlab.estimators.MeanFieldEstimator": Elbo,
         "airlab.estimators.JitTraceEstimator": JitElbo,
-        "airlab.estimators.JitTraceGraphEstimator": JitElbo,
+        "airlab.estimators.JitTraceGraphEstimator": JitTraceGraphElbo,
         "airlab.estimators.RenyiEstimator": RenyiElbo,
         "airlab.estimators.IWAEEstimator": Elbo,
     },

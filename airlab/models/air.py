@@ -32,6 +32,7 @@ from airlab.models.spatial import image_to_window, window_to_image
 PRIOR_TYPES = ("bernoulli", "geometric")
 ANNEALING = ("none", "linear", "exp")
 BASELINES = ("none", "decaying_avg", "nvil")
+STEP_SITES = ("z_pres", "z_where", "z_what")  # the sample sites of one step, model and guide alike
 
 
 class AIR(GenerativeModel):
@@ -265,6 +266,16 @@ class AIR(GenerativeModel):
         if self.baseline_net is not None:
             groups["baseline"] = list(self.baseline_net.parameters())
         return groups
+
+    def score_dependencies(self) -> dict[str, list[str]]:
+        """``z_pres_t`` gates every later step (the guide's LSTM reads it; absent objects mask every
+        later site) and the canvas, so its downstream cost, for one image, is every log-density term
+        of steps >= t plus ``obs``. Earlier steps do not depend on it."""
+        later = {
+            t: [f"{site}_{s}" for s in range(t, self.max_steps) for site in STEP_SITES]
+            for t in range(self.max_steps)
+        }
+        return {f"z_pres_{t}": [*later[t], "obs"] for t in range(self.max_steps)}
 
     def training_metrics(self, guide_trace) -> dict[str, torch.Tensor]:
         """Mean proposal probability that object t is present, per step."""

@@ -63,6 +63,16 @@ class GenerativeModel(nn.Module):
         over the epoch; per-image outputs handed to callbacks through ``on_validation_batch_end``)."""
         return {}, {}
 
+    def score_dependencies(self) -> dict[str, list[str]] | None:
+        """For each guide site sampled without ``rsample``, every sample site (model or guide) whose
+        log-density depends on its value: its downstream cost under ``elbo=tracegraph``.
+
+        ``None`` (the default) declares nothing, and ``tracegraph`` then tracks provenance at run time
+        to find the same terms, at a cost. A declaration must name every such term (a missing one
+        biases the gradient); ``tests/test_air_fast_step.py`` shows how to check one against Pyro.
+        """
+        return None
+
     def training_metrics(self, guide_trace) -> dict[str, torch.Tensor]:
         """Extra per-step metrics read off the guide trace, logged under ``train/``."""
         return {}

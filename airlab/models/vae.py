@@ -76,6 +76,10 @@ class VAE(GenerativeModel):
             z_loc, z_scale = self.encoder(x)
             pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
 
+    def score_dependencies(self) -> dict[str, list[str]]:
+        """Every latent is reparameterised: there is no score-function term to weight."""
+        return {}
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Posterior means ``[B, z_dim]``."""
         return self.encoder(images.reshape(-1, self.x_dim))[0]
