@@ -193,6 +193,7 @@ class Optim:
 class Adam(Optim):
     betas: list[float] = list_field([0.9, 0.999])
     eps: float = greater_than(1e-8, 0)
+    fused: bool | None = None
 
     def check(self, prefix: str) -> None:
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):

@@ -25,7 +25,7 @@ import torch
 from pyro.ops.provenance import detach_provenance
 from torch import nn
 
-from airlab.models.air_nets import NVILBaseline, StepPredictor, WindowDecoder, WindowEncoder
+from airlab.models.air_nets import ImageLSTMCell, NVILBaseline, StepPredictor, WindowDecoder, WindowEncoder
 from airlab.models.base import GenerativeModel
 from airlab.models.spatial import image_to_window, window_to_image
 
@@ -100,8 +100,9 @@ class AIR(GenerativeModel):
         self.decoder = WindowDecoder(
             z_what_dim, decoder_hidden, window_size, decoder_sigmoid, decoder_output_bias
         )
-        rnn_input = self.image_size**2 + 3 + z_what_dim + 1  # image, previous z_where, z_what, z_pres
-        self.rnn = nn.LSTMCell(rnn_input, rnn_hidden)
+        # The guide's LSTM reads the image and the previous step's z_where, z_what and z_pres.
+        step_input = 3 + z_what_dim + 1
+        self.rnn = ImageLSTMCell(self.image_size**2, step_input, rnn_hidden)
         self.predict = StepPredictor(rnn_hidden, predict_hidden)
         self.encoder = WindowEncoder(window_size, encoder_hidden, z_what_dim)
         self.guide_init = nn.ParameterDict(
@@ -113,7 +114,9 @@ class AIR(GenerativeModel):
             }
         )
         self.baseline_net = (
-            NVILBaseline(rnn_input, baseline_rnn_hidden, baseline_hidden, baseline_scalar)
+            NVILBaseline(
+                self.image_size**2, step_input, baseline_rnn_hidden, baseline_hidden, baseline_scalar
+            )
             if baseline == "nvil"
             else None
         )
@@ -176,13 +179,20 @@ class AIR(GenerativeModel):
             z_where = self.guide_init["z_where"].expand(batch, -1)
             z_what = self.guide_init["z_what"].expand(batch, -1)
             z_pres = flat.new_ones(batch, 1)
-            baseline_state = self.baseline_net.initial_state(batch) if self.baseline_net is not None else None
+            # The image is the same at every step: its share of the LSTM's input product is computed once.
+            image_gates = self.rnn.project_image(flat)  # [B, 4 * rnn_hidden]
+            baseline_state = None
+            if self.baseline_net is not None:
+                baseline_state = (
+                    self.baseline_net.project_image(flat),
+                    self.baseline_net.initial_state(batch),
+                )
             for t in range(self.max_steps):
-                rnn_input = torch.cat([flat, z_where, z_what, z_pres], -1)
-                state = self.rnn(rnn_input, state)
+                step_input = torch.cat([z_where, z_what, z_pres], -1)
+                state = self.rnn.step(image_gates, step_input, state)
                 z_pres_prob, where_loc, where_scale = self.predict(state[0])
 
-                infer, baseline_state = self._baseline_infer(rnn_input, baseline_state, z_pres)
+                infer, baseline_state = self._baseline_infer(step_input, baseline_state, z_pres)
                 z_pres = pyro.sample(
                     f"z_pres_{t}", dist.Bernoulli(z_pres_prob * z_pres).to_event(1), infer=infer
                 )
@@ -199,16 +209,21 @@ class AIR(GenerativeModel):
                     f"z_what_{t}", dist.Normal(what_loc, what_scale).to_event(1).mask(present)
                 )
 
-    def _baseline_infer(self, rnn_input, baseline_state, z_pres_prev):
-        """The ``infer`` options of ``z_pres_t`` for TraceGraph's variance reduction."""
+    def _baseline_infer(self, step_input, baseline_state, z_pres_prev):
+        """The ``infer`` options of ``z_pres_t`` for TraceGraph's variance reduction.
+
+        ``baseline_state`` (NVIL) is the baseline network's image gates and its recurrent state.
+        """
         if self.baseline == "decaying_avg":
             return {
                 "baseline": {"use_decaying_avg_baseline": True, "baseline_beta": self.baseline_beta}
             }, None
         if self.baseline == "nvil":
-            value, baseline_state = self.baseline_net(rnn_input, baseline_state)
+            image_gates, state = baseline_state
+            value, state = self.baseline_net(image_gates, step_input, state)
             # Once an object is absent the later z_pres are certain; their baseline is switched off.
-            return {"baseline": {"baseline_value": value * z_pres_prev.detach().squeeze(-1)}}, baseline_state
+            infer = {"baseline": {"baseline_value": value * z_pres_prev.detach().squeeze(-1)}}
+            return infer, (image_gates, state)
         return {}, None
 
     # -- inference and pictures -------------------------------------------------------------------

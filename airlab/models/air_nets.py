@@ -74,6 +74,52 @@ class StepPredictor(nn.Module):
         return z_pres_prob, where_loc, F.softplus(where_scale) + 1e-4
 
 
+class ImageLSTMCell(nn.Module):
+    """An LSTM cell whose input is an image, the same at every step, followed by a few per-step values.
+
+    The image's share of the input-to-gate product (most of the cell's arithmetic: 2,500 of 2,554 input
+    columns in AIR) is computed once per batch by ``project_image`` and reused by every ``step``. It is
+    ``nn.LSTMCell`` on the concatenated input, with its initialisation and gate order; the input
+    weight is held as two parameters (image and per-step columns) so that no step's backward pass
+    builds a full-size gradient for a slice of it. Checkpoints with ``nn.LSTMCell``'s single
+    ``weight_ih`` load unchanged.
+    """
+
+    def __init__(self, image_features: int, step_features: int, hidden_size: int) -> None:
+        super().__init__()
+        self.image_features, self.hidden_size = image_features, hidden_size
+        self.weight_ih_image = nn.Parameter(torch.empty(4 * hidden_size, image_features))
+        self.weight_ih_step = nn.Parameter(torch.empty(4 * hidden_size, step_features))
+        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size))
+        self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size))
+        bound = 1 / hidden_size**0.5
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+        self._register_load_state_dict_pre_hook(self._split_input_weight)
+
+    def _split_input_weight(self, state_dict, prefix, *args) -> None:
+        weight = state_dict.pop(prefix + "weight_ih", None)
+        if weight is not None:
+            state_dict[prefix + "weight_ih_image"] = weight[:, : self.image_features]
+            state_dict[prefix + "weight_ih_step"] = weight[:, self.image_features :]
+
+    def project_image(self, image: torch.Tensor) -> torch.Tensor:
+        """``[B, image_features]`` -> the image's contribution to the gates, biases included ``[B, 4H]``."""
+        return F.linear(image, self.weight_ih_image, self.bias_ih + self.bias_hh)
+
+    def step(
+        self, image_gates: torch.Tensor, step_input: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on ``cat([image, step_input])``, given ``image_gates = project_image(image)``."""
+        h, c = state
+        gates = torch.addmm(image_gates, step_input, self.weight_ih_step.t())
+        gates = torch.addmm(gates, h, self.weight_hh.t())
+        in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, -1)  # nn.LSTMCell's order
+        c = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(cell_gate)
+        return torch.sigmoid(out_gate) * torch.tanh(c), c
+
+
 class NVILBaseline(nn.Module):
     """A separate recurrent network that predicts each step's downstream cost (Mnih & Gregor 2014).
 
@@ -81,9 +127,11 @@ class NVILBaseline(nn.Module):
     squared-error loss and must not shape the guide.
     """
 
-    def __init__(self, input_size: int, rnn_hidden: int, hidden: Sequence[int], scalar: float) -> None:
+    def __init__(
+        self, image_features: int, step_features: int, rnn_hidden: int, hidden: Sequence[int], scalar: float
+    ) -> None:
         super().__init__()
-        self.rnn = nn.LSTMCell(input_size, rnn_hidden)
+        self.rnn = ImageLSTMCell(image_features, step_features, rnn_hidden)
         self.head = mlp([rnn_hidden, *hidden, 1])
         self.h_init = nn.Parameter(torch.zeros(1, rnn_hidden))
         self.c_init = nn.Parameter(torch.zeros(1, rnn_hidden))
@@ -94,8 +142,11 @@ class NVILBaseline(nn.Module):
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.h_init.expand(batch_size, -1), self.c_init.expand(batch_size, -1)
 
+    def project_image(self, image: torch.Tensor) -> torch.Tensor:
+        return self.rnn.project_image(image.detach())
+
     def forward(
-        self, inputs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+        self, image_gates: torch.Tensor, step_input: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        h, c = self.rnn(inputs.detach(), state)
+        h, c = self.rnn.step(image_gates, step_input.detach(), state)
         return self.head(h).squeeze(-1) * self.scalar, (h, c)
