@@ -4,6 +4,11 @@ The bare loop is what a Pyro user writes by hand: ``SVI(model, guide, pyro.optim
 stepping over the same batches, evaluating the validation ELBO after every epoch. It runs the same
 model class on the same data module, so the difference is the framework: Lightning, logging,
 checkpoints, progress bar and pictures.
+
+The AIR section (``benchmark.air``) times the tutorial configuration two ways in the same process:
+airlab's training task (the fast step: declared dependencies, default callbacks, and once more with
+``callbacks=none``) and Pyro's own ``TraceGraph_ELBO`` in a bare ``SVI`` loop on the same model class
+and batches, as Pyro's AIR example runs it.
 """
 
 from __future__ import annotations
@@ -20,13 +25,18 @@ from typing import Any
 import pyro
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
-from pyro.infer import SVI, Trace_ELBO
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO
 
 from airlab.estimators import elbo_estimate
 
 log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def peak_rss_mb() -> float:
@@ -87,10 +97,99 @@ def airlab_run(cfg: DictConfig, run_dir: Path, seed: int) -> dict[str, Any]:
     }
 
 
+def compose_train_config(overrides: list[str]) -> DictConfig:
+    """``configs/train.yaml`` with ``overrides``, as ``scripts/train.py`` would compose it."""
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path
+        return compose(config_name="train", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def pyro_tracegraph_loop(cfg: DictConfig, steps: int, seed: int) -> dict[str, Any]:
+    """``SVI(..., TraceGraph_ELBO())`` on the config's model and batches, as in Pyro's AIR example: the
+    data plate scaled to the training set, baselines at ``optim.baseline_lr``. Times ``steps`` steps,
+    data loading included, like the training task's loop time."""
+    pyro.clear_param_store()
+    pl.seed_everything(seed, workers=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    model = instantiate(cfg.model, image_shape=datamodule.image_shape).to(device)
+    lr, baseline_lr = float(cfg.optim.lr), cfg.optim.get("baseline_lr")
+
+    def per_param(module_name: str, param_name: str) -> dict[str, float]:
+        return {"lr": float(baseline_lr) if baseline_lr and module_name == "baseline" else lr}
+
+    scale = datamodule.num_train / int(cfg.data.batch_size)
+    svi = SVI(
+        poutine.scale(model.model, scale),
+        poutine.scale(model.guide, scale),
+        pyro.optim.Adam(per_param),
+        TraceGraph_ELBO(),
+    )
+    done = 0
+    started = time.perf_counter()
+    while done < steps:
+        for batch in datamodule.train_dataloader():
+            svi.step(batch["image"].to(device))
+            done += 1
+            if done == steps:
+                break
+    elapsed = time.perf_counter() - started
+    return {"time_s": elapsed, "steps": done, "steps_per_s": done / elapsed}
+
+
+def run_air_benchmark(cfg: DictConfig, output_dir: Path, seed: int) -> dict[str, Any]:
+    """steps/s, images/s and peak RSS of AIR's tutorial configuration: airlab (default callbacks and
+    ``callbacks=none``) against Pyro's ``TraceGraph_ELBO``, alternated, medians over repeats."""
+    bench = cfg.benchmark.air
+    steps = int(bench.steps)
+    overrides = [*bench.overrides, f"trainer.max_steps={steps}", "trainer.limit_val_batches=0", "test=false"]
+    if cfg.data.get("source") is not None:
+        overrides.append(f"data.source={cfg.data.source}")  # the digits the VAE section uses
+    variants = {"airlab": [], "airlab_no_callbacks": ["callbacks=none"]}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in [*variants, "pyro_tracegraph"]}
+    for repeat in range(int(bench.repeats)):
+        for name, extra in variants.items():
+            air_cfg = compose_train_config([*overrides, *extra])
+            runs[name].append(airlab_run(air_cfg, output_dir / f"air_{name}_run{repeat}", seed))
+            log.info("AIR %s, repeat %d: %.3f steps/s", name, repeat, runs[name][-1]["steps_per_s"])
+        runs["pyro_tracegraph"].append(pyro_tracegraph_loop(compose_train_config(overrides), steps, seed))
+        log.info(
+            "AIR Pyro TraceGraph_ELBO, repeat %d: %.3f steps/s",
+            repeat,
+            runs["pyro_tracegraph"][-1]["steps_per_s"],
+        )
+
+    def median(name: str) -> float:
+        return statistics.median(r["steps_per_s"] for r in runs[name])
+
+    batch_size = int(air_cfg.data.batch_size)
+    result = {
+        "overrides": list(overrides),
+        "steps": steps,
+        "batch_size": batch_size,
+        "steps_per_s": median("airlab"),
+        "images_per_s": median("airlab") * batch_size,
+        "no_callbacks_steps_per_s": median("airlab_no_callbacks"),
+        "pyro_tracegraph_steps_per_s": median("pyro_tracegraph"),
+        "pyro_tracegraph_images_per_s": median("pyro_tracegraph") * batch_size,
+        "peak_rss_mb": peak_rss_mb(),  # the AIR section runs first: nothing larger came before
+        "runs": runs,
+    }
+    result["speedup_vs_pyro_tracegraph"] = result["steps_per_s"] / result["pyro_tracegraph_steps_per_s"]
+    result["callbacks_overhead"] = result["no_callbacks_steps_per_s"] / result["steps_per_s"] - 1
+    reference = bench.get("pyro_example_s_per_step")
+    if reference:
+        result["speedup_vs_pyro_example"] = result["steps_per_s"] * float(reference)
+    return result
+
+
 def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     bench = cfg.benchmark
     output_dir = Path(cfg.paths.output_dir)
     seed = 0 if cfg.get("seed") is None else int(cfg.seed)
+    air = run_air_benchmark(cfg, output_dir, seed) if bench.get("air") and bench.air.enabled else None
     epochs = int(cfg.trainer.max_epochs)
     compare = bool(bench.bare_loop) and cfg.model._target_.endswith(".VAE")
     runs: dict[str, list[dict[str, Any]]] = {"airlab": [], "bare_pyro": []}
@@ -130,6 +229,8 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
         "airlab_val_elbo": median("airlab", "val/elbo"),
         "peak_rss_mb": peak_rss_mb(),
     }
+    if air is not None:
+        result["air"] = air
     if torch.cuda.is_available():
         result["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if compare:
@@ -160,6 +261,23 @@ def write_report(result: dict[str, Any], output_dir: Path) -> None:
             ("airlab loop / bare loop", f"{result['overhead_ratio']:.3f}"),
             ("airlab fit / bare loop", f"{result['fit_overhead_ratio']:.3f}"),
         ]
+    if "air" in result:
+        air = result["air"]
+        rows += [
+            ("AIR: airlab steps/s (images/s)", f"{air['steps_per_s']:.2f} ({air['images_per_s']:.0f})"),
+            ("AIR: airlab steps/s with callbacks=none", f"{air['no_callbacks_steps_per_s']:.2f}"),
+            ("AIR: default callbacks' cost", f"{100 * air['callbacks_overhead']:+.1f}%"),
+            (
+                "AIR: Pyro TraceGraph_ELBO steps/s (images/s)",
+                f"{air['pyro_tracegraph_steps_per_s']:.2f} ({air['pyro_tracegraph_images_per_s']:.0f})",
+            ),
+            ("AIR: airlab / Pyro TraceGraph_ELBO", f"{air['speedup_vs_pyro_tracegraph']:.2f}x"),
+            ("AIR: peak RSS (MB)", f"{air['peak_rss_mb']:.0f}"),
+        ]
+        if "speedup_vs_pyro_example" in air:
+            rows.append(
+                ("AIR: airlab / Pyro's example (recorded s/step)", f"{air['speedup_vs_pyro_example']:.2f}x")
+            )
     if "cuda_peak_memory_mb" in result:
         rows.append(("CUDA peak memory (MB)", f"{result['cuda_peak_memory_mb']:.0f}"))
     table = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"

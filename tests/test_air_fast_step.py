@@ -11,6 +11,7 @@ from pyro.infer import TraceGraph_ELBO
 from airlab.baselines import AVERAGE_PREFIX
 from airlab.estimators import JitTraceGraphEstimator, TraceGraphEstimator
 from airlab.models.air import AIR
+from airlab.models.air_nets import ImageLSTMCell
 
 SCALE = 250.0  # the dataset scale N/B: baselines see costs of this size
 
@@ -129,3 +130,39 @@ def test_compiled_estimator_compiles_once_for_fresh_bound_methods():
     pyro.clear_param_store()  # its modules take the same names
     estimator(other.model, other.guide, images, scale=SCALE)
     assert estimator.num_compilations == 2
+
+
+def test_image_lstm_cell_is_an_lstm_cell_on_the_concatenated_input():
+    """Projecting the image once and stepping on the rest is ``nn.LSTMCell`` on ``cat([image, rest])``;
+    a checkpoint of ``nn.LSTMCell`` (one ``weight_ih``) loads into it."""
+    torch.manual_seed(0)
+    reference = torch.nn.LSTMCell(30 + 5, 8)
+    cell = ImageLSTMCell(30, 5, 8)
+    cell.load_state_dict(reference.state_dict())
+    image = torch.randn(4, 30)
+    state = (torch.randn(4, 8), torch.randn(4, 8))
+    expected_state = state
+    image_gates = cell.project_image(image)
+    for _ in range(3):
+        step_input = torch.randn(4, 5)
+        expected_state = reference(torch.cat([image, step_input], -1), expected_state)
+        state = cell.step(image_gates, step_input, state)
+        for got, expected in zip(state, expected_state, strict=True):
+            assert torch.allclose(got, expected, atol=1e-6)
+    grads = torch.autograd.grad(state[0].sum(), [cell.weight_ih_image, cell.weight_ih_step])
+    expected_grad = torch.autograd.grad(expected_state[0].sum(), reference.weight_ih)[0]
+    assert torch.allclose(torch.cat(grads, 1), expected_grad, atol=1e-6)
+
+
+def test_the_baseline_network_runs_only_in_training():
+    """Validation and pictures (eval mode) never need the NVIL baseline's value."""
+    air = small_air("nvil")
+    calls = []
+    air.baseline_net.register_forward_hook(lambda *args: calls.append(1))
+    images = torch.rand(4, 1, 20, 20)
+    air.eval()
+    air.infer(images)
+    assert calls == []
+    air.train()
+    poutine.trace(air.guide).get_trace(images)
+    assert len(calls) == 3

@@ -8,7 +8,8 @@ import pytorch_lightning as pl
 
 
 class ThroughputMonitor(pl.Callback):
-    """Steps per second of wall time spent in training batches (validation excluded).
+    """Steps per second of wall time spent in training batches (validation excluded), and the time
+    since training began at each validation (``throughput/elapsed_s``).
 
     ``steps_per_s`` is logged every ``log_every_n_steps`` steps; ``overall_steps_per_s`` covers the
     whole fit and goes into metrics.json, as does ``loop_time_s``: the wall time from the first
@@ -32,6 +33,15 @@ class ThroughputMonitor(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if self._loop_start is not None:
             self.loop_time_s = time.perf_counter() - self._loop_start
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        """``throughput/elapsed_s`` at every validation: wall time since training began (validation
+        included), the x axis of accuracy-against-time curves."""
+        if self._loop_start is None or trainer.sanity_checking:
+            return
+        elapsed = time.perf_counter() - self._loop_start
+        for logger in trainer.loggers:
+            logger.log_metrics({"throughput/elapsed_s": elapsed}, step=trainer.global_step)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._batch_start = time.perf_counter()

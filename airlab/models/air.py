@@ -182,7 +182,7 @@ class AIR(GenerativeModel):
             # The image is the same at every step: its share of the LSTM's input product is computed once.
             image_gates = self.rnn.project_image(flat)  # [B, 4 * rnn_hidden]
             baseline_state = None
-            if self.baseline_net is not None:
+            if self.baseline == "nvil" and self.training:  # pictures and validation need no baseline
                 baseline_state = (
                     self.baseline_net.project_image(flat),
                     self.baseline_net.initial_state(batch),
@@ -212,13 +212,13 @@ class AIR(GenerativeModel):
     def _baseline_infer(self, step_input, baseline_state, z_pres_prev):
         """The ``infer`` options of ``z_pres_t`` for TraceGraph's variance reduction.
 
-        ``baseline_state`` (NVIL) is the baseline network's image gates and its recurrent state.
+        ``baseline_state`` (NVIL, in training only) is the baseline network's image gates and its recurrent state.
         """
         if self.baseline == "decaying_avg":
             return {
                 "baseline": {"use_decaying_avg_baseline": True, "baseline_beta": self.baseline_beta}
             }, None
-        if self.baseline == "nvil":
+        if baseline_state is not None:
             image_gates, state = baseline_state
             value, state = self.baseline_net(image_gates, step_input, state)
             # Once an object is absent the later z_pres are certain; their baseline is switched off.
