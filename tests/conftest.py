@@ -100,3 +100,14 @@ def read_events(log_dir: Path):
 
 
 FAST = ["debug=fast", "data.source=bundled", "callbacks.progress_bar=null"]
+
+# An AIR small enough for a test to train in seconds (the overrides of model=air).
+TINY_AIR_MODEL = [
+    "model.rnn_hidden=16",
+    "model.baseline_rnn_hidden=8",
+    "model.encoder_hidden=[16]",
+    "model.decoder_hidden=[16]",
+    "model.predict_hidden=[8]",
+    "model.baseline_hidden=[8]",
+    "model.z_what_dim=4",
+]

@@ -6,18 +6,13 @@ import json
 from pathlib import Path
 
 from airlab.benchmark import run_benchmark
+from tests.conftest import TINY_AIR_MODEL
 
 TINY_AIR = [
     "experiment=air_pyro_tutorial",
     "data.subset_size=64",
     "data.batch_size=16",
-    "model.rnn_hidden=16",
-    "model.baseline_rnn_hidden=8",
-    "model.encoder_hidden=[16]",
-    "model.decoder_hidden=[16]",
-    "model.predict_hidden=[8]",
-    "model.baseline_hidden=[8]",
-    "model.z_what_dim=4",
+    *TINY_AIR_MODEL,
 ]
 
 
@@ -48,5 +43,7 @@ def test_benchmark_writes_the_air_fields(make_cfg):
     assert [run["steps"] for run in air["runs"]["pyro_tracegraph"]] == [4]
     assert air["speedup_vs_pyro_example"] == air["steps_per_s"] * 0.237
     assert result["air"]["steps_per_s"] == air["steps_per_s"]
+    assert air["grad_variance_s"] > 0  # measured on its own: it fires after 2,000 steps
+    assert air["callbacks_overhead_total"] == air["callbacks_overhead"] + air["grad_variance_overhead"]
     table = (run_dir / "benchmark.md").read_text()
     assert "AIR: Pyro TraceGraph_ELBO steps/s" in table and "AIR: peak RSS (MB)" in table

@@ -16,7 +16,7 @@ from airlab.data.mnist import MNISTDataModule
 from airlab.errors import CheckpointError, ConfigError
 from airlab.evaluate import evaluate
 from airlab.train import train
-from tests.conftest import FAST, compose_config, read_events
+from tests.conftest import FAST, TINY_AIR_MODEL, compose_config, read_events
 
 QUICK = ["eval.iwae_k=8", "eval.iwae_chunk=3", "eval.progress=false", "eval.tsne_points=64"]
 TINY_AIR = [
@@ -24,13 +24,7 @@ TINY_AIR = [
     "model=air",
     "elbo=tracegraph",
     "data.subset_size=32",
-    "model.rnn_hidden=16",
-    "model.baseline_rnn_hidden=8",
-    "model.encoder_hidden=[16]",
-    "model.decoder_hidden=[16]",
-    "model.predict_hidden=[8]",
-    "model.baseline_hidden=[8]",
-    "model.z_what_dim=4",
+    *TINY_AIR_MODEL,
 ]
 
 

@@ -61,14 +61,20 @@ class GradVarianceMonitor(pl.Callback):
             log.info("gradient variance: step %d skipped, %s is not compiled yet", step, estimator.name)
             return
         self._last_step = step
+        metrics = self.measure(pl_module, batch["image"], step)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        log.debug("gradient variance at step %d (%.2f s): %s", step, self.last_seconds, metrics)
+
+    def measure(self, pl_module: pl.LightningModule, images: Any, step: int) -> dict[str, float]:
+        """One measurement on ``images`` at ``step``: the scalars to log. Its time is ``last_seconds``."""
         started = time.perf_counter()
-        images = batch["image"]
         model = pl_module.model
         # training_step makes the same call right after this hook, so the prior it anneals is the one
         # the training gradient sees; the value it sets is the one training would set anyway.
         model.on_train_step(step)
         result = gradient_variance(
-            estimator,
+            pl_module.estimator,
             pl_module.model_fn,
             pl_module.guide_fn,
             (images,),
@@ -80,10 +86,7 @@ class GradVarianceMonitor(pl.Callback):
             module=model,
         )
         self.last_seconds = time.perf_counter() - started
-        metrics = result.scalars()
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
-        log.debug("gradient variance at step %d (%.2f s): %s", step, self.last_seconds, metrics)
+        return result.scalars()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_step = -1

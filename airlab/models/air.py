@@ -212,7 +212,8 @@ class AIR(GenerativeModel):
     def _baseline_infer(self, step_input, baseline_state, z_pres_prev):
         """The ``infer`` options of ``z_pres_t`` for TraceGraph's variance reduction.
 
-        ``baseline_state`` (NVIL, in training only) is the baseline network's image gates and its recurrent state.
+        ``baseline_state`` (NVIL, in training only): the baseline network's image gates and its
+        recurrent state.
         """
         if self.baseline == "decaying_avg":
             return {

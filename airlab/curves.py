@@ -1,0 +1,129 @@
+"""Learning curves read back from runs: a validation metric against steps and wall-clock time.
+
+``python -m airlab.curves RUN_DIR... --out curves.png`` prints, per run, the steps and minutes at which
+``val/count_accuracy`` first reached each threshold, its value at the end and the final ELBO (a
+markdown table), and draws the curves against wall-clock minutes. Time is ``throughput/elapsed_s``,
+which the throughput monitor logs at every validation: wall time since training began, validation
+included, so it is the clock that ``trainer.max_time`` stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+ELAPSED_TAG = "throughput/elapsed_s"
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    step: int
+    elapsed_s: float
+    value: float
+
+
+@dataclass
+class RunCurve:
+    run_dir: Path
+    seed: int | None
+    points: list[CurvePoint]
+    final: dict[str, float]  # metrics.json
+
+    def first_reaching(self, threshold: float) -> CurvePoint | None:
+        return next((p for p in self.points if p.value >= threshold), None)
+
+
+def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+    """``tag -> [(step, value)]`` from the run's TensorBoard event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    present = set(events.Tags()["scalars"])
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] if tag in present else [] for tag in tags}
+
+
+def read_curve(run_dir: Path, metric: str = "val/count_accuracy") -> RunCurve:
+    """The metric at every validation, with the elapsed time logged at the same validation.
+
+    Lightning logs epoch-end validation metrics at ``global_step - 1`` and the monitor logs the time at
+    ``global_step``; each value is paired with the time logged at its own step or the next one.
+    """
+    run_dir = Path(run_dir)
+    scalars = read_scalars(run_dir, (metric, ELAPSED_TAG))
+    elapsed = dict(scalars[ELAPSED_TAG])
+    points = []
+    for step, value in scalars[metric]:
+        seconds = elapsed.get(step, elapsed.get(step + 1))
+        if seconds is not None:
+            points.append(CurvePoint(step + 1, seconds, value))
+    metrics_file = run_dir / "metrics.json"
+    final = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    return RunCurve(run_dir, final.get("seed"), points, final)
+
+
+def _at(point: CurvePoint | None) -> str:
+    return "not reached" if point is None else f"{point.step:,} ({point.elapsed_s / 60:.1f} min)"
+
+
+def markdown_table(curves: list[RunCurve], thresholds: tuple[float, ...] = (0.9, 0.95)) -> str:
+    """One row per run: seed, steps (minutes) to each threshold, the final accuracy and ELBO."""
+    header = ["seed", *[f"steps (min) to {t:.0%}" for t in thresholds]]
+    header += [
+        "val/count_accuracy at the end",
+        "steps at the end",
+        "val/elbo at the end",
+        "test/count_accuracy",
+    ]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for curve in curves:
+        final = curve.final
+        cells = [str(curve.seed), *[_at(curve.first_reaching(t)) for t in thresholds]]
+        cells += [
+            f"{final['val/count_accuracy']:.1%}" if "val/count_accuracy" in final else "-",
+            f"{final['global_step']:,}" if "global_step" in final else "-",
+            f"{final['val/elbo']:.1f}" if "val/elbo" in final else "-",
+            f"{final['test/count_accuracy']:.1%}" if "test/count_accuracy" in final else "-",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def plot_curves(curves: list[RunCurve], path: Path, threshold: float = 0.95) -> None:
+    """Count accuracy against wall-clock minutes (left) and steps (right), one line per run."""
+    from airlab.viz import pyplot, save_figure
+
+    plt = pyplot()
+    figure, (by_time, by_step) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for curve in curves:
+        label = f"seed {curve.seed}" if curve.seed is not None else curve.run_dir.name
+        minutes = [p.elapsed_s / 60 for p in curve.points]
+        values = [100 * p.value for p in curve.points]
+        by_time.plot(minutes, values, marker=".", label=label)
+        by_step.plot([p.step for p in curve.points], values, marker=".", label=label)
+    for axes, xlabel in ((by_time, "wall-clock minutes since training began"), (by_step, "training steps")):
+        axes.axhline(100 * threshold, color="grey", linestyle="--", linewidth=1)
+        axes.set_xlabel(xlabel)
+        axes.grid(alpha=0.3)
+    by_time.set_ylabel("validation count accuracy (%)")
+    by_time.legend(loc="lower right")
+    save_figure(figure, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, help="write the plot here (PNG)")
+    parser.add_argument("--metric", default="val/count_accuracy")
+    args = parser.parse_args(argv)
+    curves = [read_curve(d, args.metric) for d in args.run_dirs]
+    print(markdown_table(curves))
+    if args.out is not None:
+        plot_curves(curves, args.out)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
