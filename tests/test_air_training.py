@@ -75,6 +75,35 @@ def test_tracegraph_air_trains_and_logs_the_air_tags(make_cfg):
     assert attention.height > 2 * 50  # inputs above reconstructions, RGB boxes drawn
 
 
+def test_a_run_stopped_by_max_time_validates_at_its_last_step(make_cfg):
+    """``trainer.max_time`` stops mid-interval; the run validates once more, so metrics.json holds the
+    accuracy of the final weights (and throughput/elapsed_s its time)."""
+    cfg = make_cfg(
+        FAST
+        + SMALL_AIR
+        + [
+            "trainer.max_time=00:00:00:04",
+            "trainer.max_steps=100000",
+            "trainer.max_epochs=-1",
+            "trainer.check_val_every_n_epoch=null",
+            "trainer.val_check_interval=100000",  # never reached: only the stop validates
+            "trainer.limit_val_batches=1",
+            "test=false",
+            "seed=0",
+        ]
+    )
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 < metrics["global_step"] < 100000  # stopped by the clock, not by max_steps
+    assert 0.0 <= metrics["val/count_accuracy"] <= 1.0
+    events = read_events(run_dir / "tensorboard")
+    [accuracy] = events.Scalars("val/count_accuracy")
+    assert accuracy.step == metrics["global_step"] - 1  # Lightning's step for epoch-end metrics
+    [elapsed] = events.Scalars("throughput/elapsed_s")
+    assert 3.5 < elapsed.value < 30 and elapsed.step == metrics["global_step"]
+
+
 @pytest.mark.slow
 def test_air_learns_to_count_with_the_fast_step(make_cfg):
     """The ``air_multimnist`` preset (declared-dependency TraceGraph step, NVIL baselines) for 1,000 steps
