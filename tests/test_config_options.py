@@ -19,7 +19,9 @@ from tests.conftest import CONFIG_DIR, REPO_ROOT
 #: Groups whose options build one object (model, ...) or several (one per callback or logger).
 TARGET_GROUPS = ("model", "data", "elbo", "optim", "trainer", "callbacks", "logger")
 GROUP_OPTIONS = [
-    (group, path.stem) for group in TARGET_GROUPS for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml"))
+    (group, path.stem)
+    for group in TARGET_GROUPS
+    for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml"))
 ]
 
 
@@ -48,9 +50,10 @@ def test_every_yaml_key_is_a_parameter_of_its_target(make_cfg):
             targets.add(node._target_)
             unknown = yaml_keys(node) - set(options_of(path, get_object(node._target_)))
             if unknown:
-                problems.append(f"{group}={option}: {path}: {sorted(unknown)} are not parameters of {node._target_}")
+                problems.append(f"{group}={option}: {path}: {sorted(unknown)} not in {node._target_}")
     assert not problems, problems
-    assert {"airlab.models.air.AIR", "airlab.data.multimnist.MultiMNISTDataModule", "torch.optim.RMSprop"} <= targets
+    assert {"airlab.models.air.AIR", "airlab.data.multimnist.MultiMNISTDataModule"} <= targets
+    assert {"torch.optim.RMSprop", "pyro.optim.clipped_adam.ClippedAdam"} <= targets
     assert {"airlab.estimators.JitTraceGraphEstimator", "pytorch_lightning.Trainer"} <= targets
     assert {"airlab.callbacks.latent.LatentSpaceLogger", "pytorch_lightning.loggers.CSVLogger"} <= targets
 
@@ -74,7 +77,7 @@ def test_every_airlab_parameter_is_in_the_yaml_with_the_signature_default(make_c
                 if name not in raw:
                     problems.append(f"{group}={option}: {path}.{name} is missing from the YAML")
                 elif not (isinstance(raw[name], str) and "${" in raw[name]) and raw[name] != default:
-                    problems.append(f"{group}={option}: {path}.{name}: YAML {raw[name]!r} != default {default!r}")
+                    problems.append(f"{group}={option}: {path}.{name}: {raw[name]!r} != default {default!r}")
     assert not problems, problems
     assert checked > 60
 
@@ -96,21 +99,21 @@ BAD_VALUES = [
     (["model.z_dim=abc"], "model.z_dim", "'abc' has the wrong type; expected int"),
     (["model.z_dim=0"], "model.z_dim", "0 is out of range; must be >= 1"),
     (["model.scale_to_dataset=maybe"], "model.scale_to_dataset", "'maybe' has the wrong type; expected bool"),
-    ([*AIR, "model.baseline=maybe"], "model.baseline", "'maybe' is not valid; choose one of: none, decaying_avg"),
+    ([*AIR, "model.baseline=maybe"], "model.baseline", "'maybe' is not valid; choose one of: none, deca"),
     ([*AIR, "model.z_pres_prior=1.0"], "model.z_pres_prior", "1.0 is out of range; must be in (0, 1)"),
     ([*AIR, "model.encoder_hidden=[16,0]"], "model.encoder_hidden", "0 is out of range; must be >= 1"),
-    ([*AIR, "model.decoder_hidden=16"], "model.decoder_hidden", "16 has the wrong type; expected a list of int"),
+    ([*AIR, "model.decoder_hidden=16"], "model.decoder_hidden", "16 has the wrong type; expected a list of"),
     (["+data.shuffle=true"], "data.shuffle", "unknown key; valid keys: source, data_dir, batch_size"),
     (["data.batch_size=1.5"], "data.batch_size", "1.5 has the wrong type; expected int"),
     (["data.eval_batch_size=0"], "data.eval_batch_size", "0 is out of range; must be >= 1"),
-    (["data.binarize=sometimes"], "data.binarize", "'sometimes' is not valid; choose one of: none, fixed, dynamic"),
+    (["data.binarize=sometimes"], "data.binarize", "'sometimes' is not valid; choose one of: none, fix"),
     (["data.val_fraction=0.5", "data.test_fraction=0.5"], "data.val_fraction", "leaves no training digits"),
     (["data=multimnist", "data.val_fraction=0"], "data.val_fraction", "0 is out of range; must be in (0, 1)"),
     (["data=multimnist", "data.seed=null"], "data.seed", "null has the wrong type; expected int"),
     (["+elbo.alpha=0.5"], "elbo.alpha", "unknown key; valid keys: num_particles, vectorize_particles"),
     (["elbo.num_particles=two"], "elbo.num_particles", "'two' has the wrong type; expected int"),
     (["elbo.max_plate_nesting=-1"], "elbo.max_plate_nesting", "-1 is out of range; must be >= 0"),
-    (["elbo=tracegraph", "elbo.dependencies=guess"], "elbo.dependencies", "choose one of: declared, provenance"),
+    (["elbo=tracegraph", "elbo.dependencies=guess"], "elbo.dependencies", "one of: declared, provenance"),
     (["elbo=jit_tracegraph", "elbo.ignore_jit_warnings=1"], "elbo.ignore_jit_warnings", "expected bool"),
     (["elbo=renyi", "elbo.alpha=1.0"], "elbo.alpha", "1.0 is the ELBO itself; use elbo=trace, or alpha != 1"),
     (["elbo=iwae", "+elbo.alpha=0.5"], "elbo.alpha", "unknown key"),  # IWAE is alpha = 0
@@ -123,7 +126,7 @@ BAD_VALUES = [
     (["optim.baseline_lr=-0.1"], "optim.baseline_lr", "-0.1 is out of range; must be > 0"),
     (["optim=clipped_adam", "optim.lrd=1.5"], "optim.lrd", "1.5 is out of range; must be in (0, 1]"),
     (["optim=rmsprop", "optim.alpha=2"], "optim.alpha", "2 is out of range; must be in [0, 1]"),
-    (["+callbacks.throughput.every=3"], "callbacks.throughput.every", "unknown key; valid keys: log_every_n_steps"),
+    (["+callbacks.throughput.every=3"], "callbacks.throughput.every", "valid keys: log_every_n_steps"),
     (["callbacks.latent_tsne.perplexity=high"], "callbacks.latent_tsne.perplexity", "expected float"),
     (["seed=abc"], "seed", "'abc' has the wrong type; expected int or null"),
     (["seed=-3"], "seed", "-3 is out of range; must be in [0, 4294967295]"),
@@ -149,7 +152,8 @@ def test_bad_values_stop_with_one_line_naming_the_key(make_cfg, capsys, override
 
 def test_good_values_of_every_kind_pass(make_cfg):
     validate_config(make_cfg([*AIR, "model.encoder_hidden=[8,4]", "model.baseline=decaying_avg", "seed=0"]))
-    validate_config(make_cfg(["optim.lr=1", "optim.fused=null", "optim.baseline_lr=0.5", "data.eval_batch_size=8"]))
+    validate_config(make_cfg(["optim.lr=1", "optim.fused=null", "optim.baseline_lr=0.5"]))
+    validate_config(make_cfg(["data.eval_batch_size=8", "data.subset_size=8", "data.binarize=dynamic"]))
     validate_config(make_cfg(["elbo=renyi", "elbo.alpha=0", "elbo.max_plate_nesting=1"]))
 
 
@@ -157,7 +161,8 @@ def test_config_imports_no_data_or_model_module():
     """The markers and the validator know nothing of the classes they check: no import cycle."""
     code = (
         "import sys, airlab.config, airlab.config.options, airlab.config.validate\n"
-        "bad = [m for m in sys.modules if m.startswith(('airlab.data', 'airlab.models', 'airlab.estimators'))]\n"
+        "prefixes = ('airlab.data', 'airlab.models', 'airlab.estimators')\n"
+        "bad = [m for m in sys.modules if m.startswith(prefixes)]\n"
         "assert not bad, bad\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)

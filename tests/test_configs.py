@@ -256,14 +256,14 @@ def test_presets_set_only_what_differs_from_the_defaults_they_compose(make_cfg, 
     """A preset restates no default: every group it picks and every value it sets changes the config."""
     preset = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "experiment" / f"{experiment}.yaml"))
     first_line = (Path(CONFIG_DIR) / "experiment" / f"{experiment}.yaml").read_text().splitlines()[1]
-    assert first_line.startswith("# ") and len(first_line) > 40, "start with a comment: what the preset is for"
+    assert first_line.startswith("# ") and len(first_line) > 40, "say what the preset is for"
     train_defaults = {}
     for entry in OmegaConf.load(Path(CONFIG_DIR) / "train.yaml").defaults:
         if not isinstance(entry, str):
             train_defaults.update(entry)
     groups = []
     for entry in preset.pop("defaults", []):
-        (key, option), = entry.items()
+        ((key, option),) = entry.items()
         group = key.removeprefix("override /")
         assert train_defaults[group] != option, f"{experiment}: {group}={option} is already the default"
         groups.append(f"{group}={option}")

@@ -115,9 +115,10 @@ def _split_markers(hint: Any) -> tuple[Any, tuple[Rule, ...]]:
         rules = tuple(m for m in hint.__metadata__ if isinstance(m, Range | OneOf | Excluded))
         hint = typing.get_args(hint)[0]
     members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    for member in members:
-        if typing.get_origin(member) is Literal:
-            rules = (OneOf(typing.get_args(member)), *rules)
+    members = tuple(member for member in members if member is not type(None))
+    # Choices only when every value is one (``Literal["a", "b"] | None``; not ``bool | Literal["link"]``).
+    if members and all(typing.get_origin(member) is Literal for member in members):
+        rules = (OneOf(choice for member in members for choice in typing.get_args(member)), *rules)
     return hint, rules
 
 
@@ -205,7 +206,9 @@ def signature_options(target: Callable) -> dict[str, Option]:
     if not isinstance(target, type):
         owners = [(target, target)]
     else:
-        owners = [(klass, klass.__dict__["__init__"]) for klass in target.__mro__ if "__init__" in klass.__dict__]
+        owners = [
+            (klass, klass.__dict__["__init__"]) for klass in target.__mro__ if "__init__" in klass.__dict__
+        ]
     options: dict[str, Option] = {}
     for owner, function in owners:
         if function is object.__init__:
@@ -300,6 +303,7 @@ def validate_config(cfg: DictConfig) -> None:
             target = get_object(target_name)
         except Exception as err:
             raise ConfigError(
-                f"{path}._target_", f"{target_name!r} cannot be imported ({type(err).__name__}); check the name"
+                f"{path}._target_",
+                f"{target_name!r} cannot be imported ({type(err).__name__}); check the name",
             ) from None
         check_node(path, target, node)
