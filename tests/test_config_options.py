@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,18 +26,16 @@ GROUP_OPTIONS = [
 ]
 
 
-def target_nodes(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
-    """(path, node) for the nodes with a ``_target_`` that the group's option composed."""
-    node = cfg.get(group)
-    if node is None:
-        return []
-    if "_target_" in node:
-        return [(group, node)]
-    return [
-        (f"{group}.{name}", child)
-        for name, child in node.items()
-        if isinstance(child, DictConfig) and "_target_" in child
-    ]
+def composed_target_nodes(make_cfg) -> Iterator[tuple[str, str, DictConfig]]:
+    """(group=option, path, node) for every node with a ``_target_`` that a group option composes."""
+    for group, option in GROUP_OPTIONS:
+        node = make_cfg([f"{group}={option}"]).get(group)
+        if node is None:
+            continue
+        children = {group: node} if "_target_" in node else {f"{group}.{k}": v for k, v in node.items()}
+        for path, child in children.items():
+            if isinstance(child, DictConfig) and "_target_" in child:
+                yield f"{group}={option}", path, child
 
 
 def yaml_keys(node: DictConfig) -> set[str]:
@@ -45,12 +44,11 @@ def yaml_keys(node: DictConfig) -> set[str]:
 
 def test_every_yaml_key_is_a_parameter_of_its_target(make_cfg):
     problems, targets = [], set()
-    for group, option in GROUP_OPTIONS:
-        for path, node in target_nodes(make_cfg([f"{group}={option}"]), group):
-            targets.add(node._target_)
-            unknown = yaml_keys(node) - set(options_of(path, get_object(node._target_)))
-            if unknown:
-                problems.append(f"{group}={option}: {path}: {sorted(unknown)} not in {node._target_}")
+    for choice, path, node in composed_target_nodes(make_cfg):
+        targets.add(node._target_)
+        unknown = yaml_keys(node) - set(options_of(path, get_object(node._target_)))
+        if unknown:
+            problems.append(f"{choice}: {path}: {sorted(unknown)} not in {node._target_}")
     assert not problems, problems
     assert {"airlab.models.air.AIR", "airlab.data.multimnist.MultiMNISTDataModule"} <= targets
     assert {"torch.optim.RMSprop", "pyro.optim.clipped_adam.ClippedAdam"} <= targets
@@ -62,22 +60,20 @@ def test_every_airlab_parameter_is_in_the_yaml_with_the_signature_default(make_c
     """What --cfg job lists is what the class takes, and the YAML's value is the signature's default (a
     library user and a config user get the same object)."""
     problems, checked = [], 0
-    for group, option in GROUP_OPTIONS:
-        for path, node in target_nodes(make_cfg([f"{group}={option}"]), group):
-            if not node._target_.startswith("airlab."):
-                continue
-            injected = BUILD_TIME_ARGUMENTS.get(path, ())
-            raw = OmegaConf.to_container(node, resolve=False)
-            for name, parameter in signature_options(get_object(node._target_)).items():
-                if not parameter.declared_in.startswith("airlab.") or name in injected:
-                    continue  # Lightning's own (the checkpoint callback), or filled by the builder
-                checked += 1
-                default = parameter.default
-                default = list(default) if isinstance(default, tuple) else default
-                if name not in raw:
-                    problems.append(f"{group}={option}: {path}.{name} is missing from the YAML")
-                elif not (isinstance(raw[name], str) and "${" in raw[name]) and raw[name] != default:
-                    problems.append(f"{group}={option}: {path}.{name}: {raw[name]!r} != default {default!r}")
+    for choice, path, node in composed_target_nodes(make_cfg):
+        if not node._target_.startswith("airlab."):
+            continue
+        injected = BUILD_TIME_ARGUMENTS.get(path, ())
+        raw = OmegaConf.to_container(node, resolve=False)
+        for name, parameter in signature_options(get_object(node._target_)).items():
+            if not parameter.declared_in.startswith("airlab.") or name in injected:
+                continue  # Lightning's own (the checkpoint callback), or filled by the builder
+            checked += 1
+            default = list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+            if name not in raw:
+                problems.append(f"{choice}: {path}.{name} is missing from the YAML")
+            elif not (isinstance(raw[name], str) and "${" in raw[name]) and raw[name] != default:
+                problems.append(f"{choice}: {path}.{name}: {raw[name]!r} != default {default!r}")
     assert not problems, problems
     assert checked > 60
 

@@ -157,34 +157,40 @@ def test_launchers_compose(launcher, target):
     assert cfg.hydra.launcher._target_.endswith(target)
 
 
+#: What the two AIR presets share: AIR on MultiMNIST, TraceGraph with NVIL baselines, Adam at 1e-4 with the
+#: baselines at 0.1, step-based validation on 16 batches.
+AIR_PRESET_VALUES = {
+    "model._target_": "airlab.models.air.AIR",
+    "model.baseline": "nvil",
+    "data._target_": "airlab.data.multimnist.MultiMNISTDataModule",
+    "data.batch_size": 64,
+    "elbo._target_": "airlab.estimators.TraceGraphEstimator",
+    "optim._target_": "torch.optim.Adam",
+    "optim.lr": 1.0e-4,
+    "optim.baseline_lr": 0.1,
+    "trainer.max_epochs": -1,
+    "trainer.check_val_every_n_epoch": None,
+    "trainer.limit_val_batches": 16,
+    "callbacks.model_checkpoint.every_n_epochs": 1,
+    "callbacks.reconstructions.every_n_epochs": 1,
+    "callbacks.grad_variance.every_n_steps": 2000,
+    "optimized_metric": "val/count_accuracy",
+}
+
 #: What each preset composes to in the keys that matter: the values before the presets stopped restating
 #: defaults (model/air.yaml, data/multimnist.yaml, optim/adam.yaml, trainer/default.yaml, ...).
 PRESET_VALUES = {
     "air_multimnist": {
-        "model._target_": "airlab.models.air.AIR",
+        **AIR_PRESET_VALUES,
         "model.z_pres_prior": 1.0e-8,
         "model.scale_prior_sd": 0.1,
-        "model.baseline": "nvil",
-        "data._target_": "airlab.data.multimnist.MultiMNISTDataModule",
-        "data.batch_size": 64,
-        "elbo._target_": "airlab.estimators.TraceGraphEstimator",
-        "optim._target_": "torch.optim.Adam",
-        "optim.lr": 1.0e-4,
-        "optim.baseline_lr": 0.1,
-        "trainer.max_epochs": -1,
         "trainer.max_steps": 50000,
-        "trainer.check_val_every_n_epoch": None,
         "trainer.val_check_interval": 500,
-        "trainer.limit_val_batches": 16,
-        "callbacks.model_checkpoint.every_n_epochs": 1,
-        "callbacks.reconstructions.every_n_epochs": 1,
-        "callbacks.grad_variance.every_n_steps": 2000,
         "task_name": "air_multimnist",
-        "optimized_metric": "val/count_accuracy",
     },
     # Pyro's AIR tutorial: examples/air/main.py with the tutorial's flags.
     "air_pyro_tutorial": {
-        "model._target_": "airlab.models.air.AIR",
+        **AIR_PRESET_VALUES,
         "model.max_steps": 3,
         "model.z_pres_prior": 0.01,
         "model.z_pres_prior_type": "bernoulli",
@@ -192,27 +198,13 @@ PRESET_VALUES = {
         "model.scale_prior_mean": 3.0,
         "model.scale_prior_sd": 0.2,
         "model.predict_hidden": [200],
-        "model.baseline": "nvil",
         "model.baseline_hidden": [200],
         "model.decoder_sigmoid": True,
         "model.decoder_output_bias": -2.0,
         "model.scale_to_dataset": True,
-        "data._target_": "airlab.data.multimnist.MultiMNISTDataModule",
-        "data.batch_size": 64,
-        "elbo._target_": "airlab.estimators.TraceGraphEstimator",
-        "optim._target_": "torch.optim.Adam",
-        "optim.lr": 1.0e-4,
-        "optim.baseline_lr": 0.1,
-        "trainer.max_epochs": -1,
         "trainer.max_steps": 200000,
-        "trainer.check_val_every_n_epoch": None,
         "trainer.val_check_interval": 1000,
-        "trainer.limit_val_batches": 16,
-        "callbacks.model_checkpoint.every_n_epochs": 1,
-        "callbacks.reconstructions.every_n_epochs": 1,
-        "callbacks.grad_variance.every_n_steps": 2000,
         "task_name": "air_pyro_tutorial",
-        "optimized_metric": "val/count_accuracy",
     },
     # Pyro's VAE example.
     "vae_mnist": {
