@@ -25,6 +25,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import pyro
 import pyro.ops.jit
@@ -38,12 +39,16 @@ from pyro.ops.provenance import detach_provenance, get_provenance
 from pyro.poutine.trace_struct import Trace
 
 from airlab.baselines import construct_baseline
+from airlab.config.options import Excluded, OneOf, Range
 from airlab.errors import ConfigError
 
 DATA_PLATE = "data"
 PARTICLE_PLATE = "num_particles_vectorized"
 #: Where ``tracegraph`` learns which costs lie downstream of each discrete site.
 DEPENDENCIES = ("declared", "provenance")
+#: The particle options every estimator takes, with their rules.
+Particles = Annotated[int, Range(ge=1)]
+PlateNesting = Annotated[int | None, Range(ge=0)]
 
 
 @dataclass
@@ -179,9 +184,9 @@ class Estimator:
 
     def __init__(
         self,
-        num_particles: int = 1,
+        num_particles: Particles = 1,
         vectorize_particles: bool = False,
-        max_plate_nesting: int | None = None,
+        max_plate_nesting: PlateNesting = None,
     ) -> None:
         self.num_particles = num_particles
         self.vectorize_particles = vectorize_particles
@@ -267,7 +272,9 @@ class TraceGraphEstimator(_ParticleEstimator):
     uses_baselines = True
     trace_source = TraceGraph_ELBO  # its traces track provenance of non-reparameterised values
 
-    def __init__(self, *args, dependencies: str = "declared", **kwargs) -> None:
+    def __init__(
+        self, *args, dependencies: Annotated[str, OneOf(DEPENDENCIES)] = "declared", **kwargs
+    ) -> None:
         if dependencies not in DEPENDENCIES:
             raise ConfigError(
                 "elbo.dependencies", f"{dependencies!r} is not one of {', '.join(DEPENDENCIES)}"
@@ -390,10 +397,12 @@ class RenyiEstimator(Estimator):
 
     def __init__(
         self,
-        alpha: float = 0.5,
-        num_particles: int = 2,
+        alpha: Annotated[
+            float, Range(ge=0), Excluded(1.0, "is the ELBO itself; use elbo=trace, or alpha != 1")
+        ] = 0.5,
+        num_particles: Particles = 2,
         vectorize_particles: bool = False,
-        max_plate_nesting: int | None = None,
+        max_plate_nesting: PlateNesting = None,
     ) -> None:
         if alpha == 1:
             raise ConfigError("elbo.alpha", "alpha=1 is the ELBO itself; use elbo=trace, or alpha != 1")
@@ -452,9 +461,9 @@ class IWAEEstimator(RenyiEstimator):
 
     def __init__(
         self,
-        num_particles: int = 5,
+        num_particles: Particles = 5,
         vectorize_particles: bool = False,
-        max_plate_nesting: int | None = None,
+        max_plate_nesting: PlateNesting = None,
     ) -> None:
         super().__init__(0.0, num_particles, vectorize_particles, max_plate_nesting)
 

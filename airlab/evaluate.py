@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pyro
 import torch
@@ -24,8 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from airlab import quiet_third_party_warnings
-from airlab.config import resolve_device, validate_config
-from airlab.config.validation import at_least, check_schema, greater_than, one_of
+from airlab.config import OneOf, Range, check_node, resolve_device, validate_config
 from airlab.evaluation.air_pictures import WorstCountErrors, attention_grid, boxed, windows_grid
 from airlab.evaluation.bounds import dataset_bounds, summarise
 from airlab.evaluation.checkpoint import load_checkpoint, load_model, merge_overrides
@@ -46,23 +45,25 @@ FALLBACK_GROUPS = ("model", "data", "elbo", "optim", "trainer", "logger", "callb
 RESULTS_FILE = "evaluation.json"
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalSettings:
-    split: str = one_of("test", ("test", "val"))
-    iwae_k: int = at_least(100, 1)
-    iwae_chunk: int = at_least(100, 1)
-    seed: int = at_least(0, 0)
-    device: str = one_of("auto", ("auto", "cpu", "cuda"))
-    progress: bool = True
-    tsne: bool = True
-    tsne_points: int = at_least(2000, 4)
-    tsne_perplexity: float = greater_than(30.0, 0)
-    pictures: bool = True
-    num_images: int = at_least(16, 1)
-    traverse_dims: int = at_least(8, 1)
-    num_errors: int = at_least(16, 1)
-    picture_scale: int = at_least(2, 1)
-    tensorboard: bool = True
+    """The ``eval.*`` options; their values (and defaults) are in configs/evaluate.yaml."""
+
+    split: Annotated[str, OneOf(("test", "val"))]
+    iwae_k: Annotated[int, Range(ge=1)]
+    iwae_chunk: Annotated[int, Range(ge=1)]
+    seed: Annotated[int, Range(ge=0)]
+    device: Annotated[str, OneOf(("auto", "cpu", "cuda"))]
+    progress: bool
+    tsne: bool
+    tsne_points: Annotated[int, Range(ge=4)]
+    tsne_perplexity: Annotated[float, Range(gt=0)]
+    pictures: bool
+    num_images: Annotated[int, Range(ge=1)]
+    traverse_dims: Annotated[int, Range(ge=1)]
+    num_errors: Annotated[int, Range(ge=1)]
+    picture_scale: Annotated[int, Range(ge=1)]
+    tensorboard: bool
 
 
 def hydra_context() -> tuple[list[str], tuple[str, ...]]:
@@ -203,7 +204,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     Returns what it writes to ``evaluation.json``."""
     started = time.perf_counter()
     quiet_third_party_warnings()
-    settings: EvalSettings = check_schema("eval", EvalSettings, cfg.get("eval") or {})
+    settings = EvalSettings(**check_node("eval", EvalSettings, cfg.get("eval") or {}))
     ckpt_path = cfg.get("ckpt_path")
     checkpoint = load_checkpoint(ckpt_path)
     merged = evaluation_config(cfg, checkpoint[CONFIG_KEY], overrides)

@@ -10,12 +10,13 @@ state (decaying-average baselines), which is saved alongside.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import pyro
 import pytorch_lightning as pl
 import torch
 
+from airlab.config.options import Range
 from airlab.estimators import Estimator, IWAEEstimator, elbo_estimate
 from airlab.models.base import GenerativeModel
 
@@ -29,7 +30,7 @@ class SVIModule(pl.LightningModule):
         model: GenerativeModel,
         estimator: Estimator,
         optimizer: Callable[..., torch.optim.Optimizer],
-        baseline_lr: float | None = None,
+        baseline_lr: Annotated[float | None, Range(gt=0)] = None,
         num_train: int | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:

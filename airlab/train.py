@@ -18,6 +18,7 @@ from airlab import quiet_third_party_warnings
 from airlab.callbacks.images import tensorboard_writers
 from airlab.callbacks.throughput import ThroughputMonitor
 from airlab.config import flatten_config, validate_config
+from airlab.config.validate import EXTRA_KEYS
 from airlab.errors import ConfigError
 from airlab.svi_module import SVIModule
 
@@ -69,9 +70,11 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
 
 
 def build_optimizer(optim_cfg: DictConfig):
-    """A partial optimizer constructor; ``baseline_lr`` is applied per param group by the module."""
+    """A partial optimizer constructor. The group's keys that are no optimizer argument (``baseline_lr``,
+    applied per param group by the module) are declared in ``airlab.config.validate.EXTRA_KEYS``."""
     kwargs = OmegaConf.to_container(optim_cfg, resolve=True)
-    kwargs.pop("baseline_lr", None)
+    for key in EXTRA_KEYS["optim"]:
+        kwargs.pop(key, None)
     return instantiate(kwargs)
 
 

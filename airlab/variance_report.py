@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pyro
 import pytorch_lightning as pl
@@ -28,8 +28,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from airlab.config import resolve_device, validate_config
-from airlab.config.validation import at_least, check_schema, list_field, one_of
+from airlab.config import OneOf, Range, check_node, resolve_device, validate_config
 from airlab.errors import CheckpointError, ConfigError
 from airlab.evaluation.checkpoint import load_checkpoint, model_state
 from airlab.svi_module import CONFIG_KEY, SVIModule
@@ -111,21 +110,23 @@ def parse_configurations(report: DictConfig) -> list[Configuration]:
     return configurations
 
 
-@dataclasses.dataclass
-class ReportSchema:
-    num_samples: int = at_least(64, 2)
-    terms: bool = True
-    baseline_warmup_steps: int = at_least(100, 0)
-    baseline_warmup_data: str = one_of("train", ("train", "minibatch"))
-    device: str = one_of("auto", ("auto", "cpu", "cuda"))
-    estimators: Any = None
-    particles: list[int] = list_field([])
-    particles_of: str | None = None
+@dataclasses.dataclass(frozen=True)
+class ReportSettings:
+    """The ``report.*`` options; their values (and defaults) are in configs/variance_report.yaml."""
+
+    num_samples: Annotated[int, Range(ge=2)]
+    terms: bool
+    baseline_warmup_steps: Annotated[int, Range(ge=0)]
+    baseline_warmup_data: Annotated[str, OneOf(("train", "minibatch"))]
+    device: Annotated[str, OneOf(("auto", "cpu", "cuda"))]
+    estimators: dict[str, Any] | None  # checked by parse_configurations
+    particles: list[Any] | None  # checked by parse_configurations
+    particles_of: str | None
 
 
 def check_report(report: DictConfig) -> torch.device:
     """Validate ``report.*``; returns the device to measure on."""
-    check_schema("report", ReportSchema, report)
+    check_node("report", ReportSettings, report)
     return resolve_device(report.device, "report.device")
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import ListConfig, OmegaConf
 
 from airlab.config import validate_config
 from airlab.errors import ConfigError
@@ -154,3 +155,112 @@ def test_launchers_compose(launcher, target):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)
+
+
+#: What the two AIR presets share: AIR on MultiMNIST, TraceGraph with NVIL baselines, Adam at 1e-4 with the
+#: baselines at 0.1, step-based validation on 16 batches.
+AIR_PRESET_VALUES = {
+    "model._target_": "airlab.models.air.AIR",
+    "model.baseline": "nvil",
+    "data._target_": "airlab.data.multimnist.MultiMNISTDataModule",
+    "data.batch_size": 64,
+    "elbo._target_": "airlab.estimators.TraceGraphEstimator",
+    "optim._target_": "torch.optim.Adam",
+    "optim.lr": 1.0e-4,
+    "optim.baseline_lr": 0.1,
+    "trainer.max_epochs": -1,
+    "trainer.check_val_every_n_epoch": None,
+    "trainer.limit_val_batches": 16,
+    "callbacks.model_checkpoint.every_n_epochs": 1,
+    "callbacks.reconstructions.every_n_epochs": 1,
+    "callbacks.grad_variance.every_n_steps": 2000,
+    "optimized_metric": "val/count_accuracy",
+}
+
+#: What each preset composes to in the keys that matter: the values before the presets stopped restating
+#: defaults (model/air.yaml, data/multimnist.yaml, optim/adam.yaml, trainer/default.yaml, ...).
+PRESET_VALUES = {
+    "air_multimnist": {
+        **AIR_PRESET_VALUES,
+        "model.z_pres_prior": 1.0e-8,
+        "model.scale_prior_sd": 0.1,
+        "trainer.max_steps": 50000,
+        "trainer.val_check_interval": 500,
+        "task_name": "air_multimnist",
+    },
+    # Pyro's AIR tutorial: examples/air/main.py with the tutorial's flags.
+    "air_pyro_tutorial": {
+        **AIR_PRESET_VALUES,
+        "model.max_steps": 3,
+        "model.z_pres_prior": 0.01,
+        "model.z_pres_prior_type": "bernoulli",
+        "model.z_pres_anneal": "none",
+        "model.scale_prior_mean": 3.0,
+        "model.scale_prior_sd": 0.2,
+        "model.predict_hidden": [200],
+        "model.baseline_hidden": [200],
+        "model.decoder_sigmoid": True,
+        "model.decoder_output_bias": -2.0,
+        "model.scale_to_dataset": True,
+        "trainer.max_steps": 200000,
+        "trainer.val_check_interval": 1000,
+        "task_name": "air_pyro_tutorial",
+    },
+    # Pyro's VAE example.
+    "vae_mnist": {
+        "model._target_": "airlab.models.vae.VAE",
+        "model.z_dim": 50,
+        "model.hidden_dim": 400,
+        "model.scale_to_dataset": False,
+        "data._target_": "airlab.data.mnist.MNISTDataModule",
+        "data.batch_size": 256,
+        "elbo._target_": "airlab.estimators.TraceEstimator",
+        "optim._target_": "torch.optim.Adam",
+        "optim.lr": 1.0e-3,
+        "trainer.max_epochs": 100,
+        "task_name": "vae_mnist",
+        "tags": ["vae", "mnist"],
+    },
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(PRESET_VALUES))
+def test_presets_compose_to_their_values(make_cfg, experiment):
+    cfg = make_cfg([f"experiment={experiment}"])
+    validate_config(cfg)
+    composed = {}
+    for key in PRESET_VALUES[experiment]:
+        value = OmegaConf.select(cfg, key)
+        composed[key] = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+    assert composed == PRESET_VALUES[experiment]
+
+
+def leaves(node: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in node.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        flat.update(leaves(value, path) if isinstance(value, dict) and value else {path: value})
+    return flat
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_presets_set_only_what_differs_from_the_defaults_they_compose(make_cfg, experiment):
+    """A preset restates no default: every group it picks and every value it sets changes the config."""
+    preset = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "experiment" / f"{experiment}.yaml"))
+    first_line = (Path(CONFIG_DIR) / "experiment" / f"{experiment}.yaml").read_text().splitlines()[1]
+    assert first_line.startswith("# ") and len(first_line) > 40, "say what the preset is for"
+    train_defaults = {}
+    for entry in OmegaConf.load(Path(CONFIG_DIR) / "train.yaml").defaults:
+        if not isinstance(entry, str):
+            train_defaults.update(entry)
+    groups = []
+    for entry in preset.pop("defaults", []):
+        ((key, option),) = entry.items()
+        group = key.removeprefix("override /")
+        assert train_defaults[group] != option, f"{experiment}: {group}={option} is already the default"
+        groups.append(f"{group}={option}")
+    without = make_cfg(groups, run="without")
+    for key, value in leaves(preset).items():
+        before = OmegaConf.select(without, key, default="<absent>")
+        before = OmegaConf.to_container(before) if isinstance(before, ListConfig) else before
+        assert before != value, f"{experiment}: {key}={value} restates the default"

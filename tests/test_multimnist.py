@@ -4,6 +4,7 @@ the config and the script."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import logging
 import subprocess
@@ -37,8 +38,16 @@ def train_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return split_mnist(load_mnist("bundled", "unused"), 0, 0.1, 0.1).train
 
 
+#: The canvas options' defaults, from the one place they are written: the data module's signature.
+CANVAS_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(MultiMNISTDataModule).parameters.items()
+    if name in CanvasParams.__dataclass_fields__
+}
+
+
 def make(digits, n: int, seed: int = 0, **params):
-    return generate_canvases(*digits, n, CanvasParams(**params), seed)
+    return generate_canvases(*digits, n, CanvasParams(**{**CANVAS_DEFAULTS, **params}), seed)
 
 
 def test_same_seed_same_canvases_other_seed_other_canvases(train_digits):

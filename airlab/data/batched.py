@@ -16,7 +16,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 Binarize = Literal["none", "fixed", "dynamic"]
-BINARIZE_OPTIONS = ("none", "fixed", "dynamic")
 
 
 class BatchedTensorDataset(Dataset):

@@ -19,14 +19,17 @@ import gzip
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
+from airlab.config.options import OneOf, Range
 from airlab.data.batched import BatchedTensorDataset, Binarize, InMemoryDataModule, split_indices
-from airlab.errors import DataError
+from airlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +199,16 @@ def split_mnist(
     )
 
 
+def check_fractions(options: Mapping[str, Any], prefix: str) -> None:
+    """The val and test fractions of the digits must leave some for training."""
+    total = options["val_fraction"] + options["test_fraction"]
+    if total >= 1.0:
+        raise ConfigError(
+            f"{prefix}.val_fraction",
+            f"val_fraction + test_fraction = {total:g} leaves no training digits; their sum must be < 1",
+        )
+
+
 class MNISTDataModule(InMemoryDataModule):
     """Batches are dicts: ``image`` float ``[B, 1, 28, 28]`` in [0, 1] and ``label`` int64 ``[B]``."""
 
@@ -204,18 +217,18 @@ class MNISTDataModule(InMemoryDataModule):
 
     def __init__(
         self,
-        source: str = "auto",
+        source: Annotated[str, OneOf(SOURCES)] = "auto",
         data_dir: str = "data",
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        batch_size: Annotated[int, Range(ge=1)] = 256,
+        eval_batch_size: Annotated[int | None, Range(ge=1)] = None,
+        num_workers: Annotated[int, Range(ge=0)] = 0,
         pin_memory: bool | None = None,
         binarize: Binarize = "none",
-        split_seed: int = 0,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        subset_size: int | None = None,
-        download_timeout: float = 10.0,
+        split_seed: Annotated[int, Range(ge=0)] = 0,
+        val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1,
+        test_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1,
+        subset_size: Annotated[int | None, Range(ge=1)] = None,
+        download_timeout: Annotated[float, Range(gt=0)] = 10.0,
         images: str | None = None,
         labels: str | None = None,
     ) -> None:
@@ -232,6 +245,11 @@ class MNISTDataModule(InMemoryDataModule):
         self.labels_file = labels
         self.splits: MNISTSplits | None = None
         self.arrays: MNISTArrays | None = None
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any], prefix: str) -> None:
+        """Config-time checks that relate several options (see airlab.config.validate)."""
+        check_fractions(options, prefix)
 
     def load_splits(self) -> MNISTSplits:
         if self.splits is None:

@@ -29,18 +29,25 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
+from airlab.config.options import OneOf, Range
 from airlab.data.batched import BatchedTensorDataset, InMemoryDataModule
-from airlab.data.mnist import MNISTSplits, load_mnist, split_mnist
-from airlab.data.multimnist_render import OVERLAP_POLICIES, CanvasParams, MultiMNISTArrays, generate_canvases
-from airlab.errors import DataError
+from airlab.data.mnist import MNISTSplits, check_fractions, load_mnist, split_mnist
+from airlab.data.multimnist_render import (
+    DIGIT_SIZE,
+    OVERLAP_POLICIES,
+    CanvasParams,
+    MultiMNISTArrays,
+    generate_canvases,
+)
+from airlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -192,26 +199,27 @@ class MultiMNISTDataModule(InMemoryDataModule):
 
     def __init__(
         self,
-        source: str = "auto",
+        source: Annotated[str, OneOf(SOURCES)] = "auto",
         data_dir: str = "data",
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        batch_size: Annotated[int, Range(ge=1)] = 64,
+        eval_batch_size: Annotated[int | None, Range(ge=1)] = None,
+        num_workers: Annotated[int, Range(ge=0)] = 0,
         pin_memory: bool | None = None,
-        split_seed: int = 0,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        subset_size: int | None = None,
-        download_timeout: float = 10.0,
-        max_digits: int = 2,
-        image_size: int = 50,
-        num_images: int = 60000,
-        num_val_images: int = 5000,
-        num_test_images: int = 5000,
-        seed: int = 0,
-        scale_mean: float = 1.3,
-        scale_sd: float = 0.1,
-        overlap: str = "redraw",
+        split_seed: Annotated[int, Range(ge=0)] = 0,
+        # every canvas split needs digits of its own
+        val_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.1,
+        test_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.1,
+        subset_size: Annotated[int | None, Range(ge=1)] = None,
+        download_timeout: Annotated[float, Range(gt=0)] = 10.0,
+        max_digits: Annotated[int, Range(ge=1)] = 2,
+        image_size: Annotated[int, Range(ge=8)] = 50,
+        num_images: Annotated[int, Range(ge=1)] = 60000,
+        num_val_images: Annotated[int, Range(ge=1)] = 5000,
+        num_test_images: Annotated[int, Range(ge=1)] = 5000,
+        seed: Annotated[int, Range(ge=0, le=2**32 - 1)] = 0,
+        scale_mean: Annotated[float, Range(gt=0)] = 1.3,
+        scale_sd: Annotated[float, Range(ge=0)] = 0.1,
+        overlap: Annotated[str, OneOf(OVERLAP_POLICIES)] = "redraw",
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, pin_memory)
         self.source = source
@@ -237,6 +245,18 @@ class MultiMNISTDataModule(InMemoryDataModule):
         self.splits: MNISTSplits | None = None
         self.source_description = ""
         self.entries: dict[str, CacheEntry] = {}
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any], prefix: str) -> None:
+        """Config-time checks that relate several options (see airlab.config.validate)."""
+        check_fractions(options, prefix)
+        scale_mean, image_size = options["scale_mean"], options["image_size"]
+        if scale_mean * image_size < DIGIT_SIZE:
+            raise ConfigError(
+                f"{prefix}.scale_mean",
+                f"{scale_mean:g} makes digits {DIGIT_SIZE / scale_mean:.1f} px wide, more than the "
+                f"{image_size} px canvas ({prefix}.image_size); need >= {DIGIT_SIZE / image_size:.3g}",
+            )
 
     @property
     def cache_dir(self) -> Path:

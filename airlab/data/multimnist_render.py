@@ -29,11 +29,13 @@ MAX_REDRAWS = 1000
 
 @dataclass(frozen=True)
 class CanvasParams:
-    image_size: int = 50
-    max_digits: int = 2
-    scale_mean: float = 1.3
-    scale_sd: float = 0.1
-    overlap: str = "redraw"
+    """What shapes a canvas; the values (and their defaults) come from MultiMNISTDataModule's options."""
+
+    image_size: int
+    max_digits: int
+    scale_mean: float
+    scale_sd: float
+    overlap: str
 
 
 @dataclass

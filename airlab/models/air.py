@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Annotated
 
 import pyro
 import pyro.distributions as dist
@@ -25,6 +26,7 @@ import torch
 from pyro.ops.provenance import detach_provenance
 from torch import nn
 
+from airlab.config.options import OneOf, Range
 from airlab.models.air_nets import ImageLSTMCell, NVILBaseline, StepPredictor, WindowDecoder, WindowEncoder
 from airlab.models.base import GenerativeModel
 from airlab.models.spatial import image_to_window, window_to_image
@@ -43,31 +45,31 @@ class AIR(GenerativeModel):
     def __init__(
         self,
         image_shape: Sequence[int] = (1, 50, 50),
-        max_steps: int = 3,
-        z_what_dim: int = 50,
-        window_size: int = 28,
-        rnn_hidden: int = 256,
-        encoder_hidden: Sequence[int] = (200,),
-        decoder_hidden: Sequence[int] = (200,),
-        predict_hidden: Sequence[int] = (200,),
+        max_steps: Annotated[int, Range(ge=1)] = 3,
+        z_what_dim: Annotated[int, Range(ge=1)] = 50,
+        window_size: Annotated[int, Range(ge=2)] = 28,
+        rnn_hidden: Annotated[int, Range(ge=1)] = 256,
+        encoder_hidden: Annotated[Sequence[int], Range(ge=1)] = (200,),
+        decoder_hidden: Annotated[Sequence[int], Range(ge=1)] = (200,),
+        predict_hidden: Annotated[Sequence[int], Range(ge=1)] = (200,),
         decoder_sigmoid: bool = True,
         decoder_output_bias: float = -2.0,
-        likelihood_sd: float = 0.3,
-        scale_prior_mean: float = 3.0,
-        scale_prior_sd: float = 0.1,
+        likelihood_sd: Annotated[float, Range(gt=0)] = 0.3,
+        scale_prior_mean: Annotated[float, Range(gt=0)] = 3.0,
+        scale_prior_sd: Annotated[float, Range(gt=0)] = 0.1,
         pos_prior_mean: float = 0.0,
-        pos_prior_sd: float = 1.0,
-        z_pres_prior: float = 0.01,
-        z_pres_prior_type: str = "bernoulli",
-        z_pres_anneal: str = "none",
-        anneal_begin: int = 0,
-        anneal_duration: int = 100_000,
-        anneal_target: float = 1e-5,
-        baseline: str = "nvil",
-        baseline_beta: float = 0.9,
-        baseline_scalar: float = 1.0,
-        baseline_rnn_hidden: int = 256,
-        baseline_hidden: Sequence[int] = (200,),
+        pos_prior_sd: Annotated[float, Range(gt=0)] = 1.0,
+        z_pres_prior: Annotated[float, Range(gt=0, lt=1)] = 0.01,
+        z_pres_prior_type: Annotated[str, OneOf(PRIOR_TYPES)] = "bernoulli",
+        z_pres_anneal: Annotated[str, OneOf(ANNEALING)] = "none",
+        anneal_begin: Annotated[int, Range(ge=0)] = 0,
+        anneal_duration: Annotated[int, Range(ge=1)] = 100_000,
+        anneal_target: Annotated[float, Range(gt=0, lt=1)] = 1e-5,
+        baseline: Annotated[str, OneOf(BASELINES)] = "nvil",
+        baseline_beta: Annotated[float, Range(ge=0, lt=1)] = 0.9,
+        baseline_scalar: Annotated[float, Range(gt=0)] = 1.0,
+        baseline_rnn_hidden: Annotated[int, Range(ge=1)] = 256,
+        baseline_hidden: Annotated[Sequence[int], Range(ge=1)] = (200,),
         scale_to_dataset: bool = True,
     ) -> None:
         super().__init__()

@@ -9,12 +9,14 @@ proper likelihood.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
+from airlab.config.options import Range
 from airlab.models.base import GenerativeModel
 
 
@@ -46,8 +48,8 @@ class VAE(GenerativeModel):
     def __init__(
         self,
         image_shape: tuple[int, ...] = (1, 28, 28),
-        z_dim: int = 50,
-        hidden_dim: int = 400,
+        z_dim: Annotated[int, Range(ge=1)] = 50,
+        hidden_dim: Annotated[int, Range(ge=1)] = 400,
         scale_to_dataset: bool = False,
     ) -> None:
         super().__init__()

@@ -1,0 +1,309 @@
+"""Start-up validation of a composed config, from the signatures of the classes it builds.
+
+Every config node with a ``_target_`` in airlab (or one of torch's and Pyro's optimizers) is checked
+against that target's constructor before anything is built: each key must be a parameter, of the
+parameter's type, and meet the rules its ``Annotated`` markers state (:mod:`airlab.config.options`).
+A class that relates several of its options (two fractions that must leave training data) checks them
+in a classmethod ``validate_options(options, prefix)``. A node built from another library's class
+(the Lightning trainer, loggers) is left to that class.
+
+The exceptions, each in one table below: keys the YAML carries that are not constructor parameters
+(:data:`EXTRA_KEYS`), parameters the builder passes itself (:data:`BUILD_TIME_ARGUMENTS`), the ranges
+of third-party optimizers (:data:`OPTIMIZER_RULES`) and the top-level keys (:data:`TOP_LEVEL`).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from airlab.config.options import Excluded, OneOf, Range, Rule, describe
+from airlab.errors import ConfigError
+
+#: The top-level keys of every task's config, which no constructor takes.
+TOP_LEVEL: dict[str, Any] = {
+    "seed": Annotated[int | None, Range(ge=0, le=2**32 - 1)],  # null draws one (train.resolve_seed)
+    "task_name": str,
+    "ckpt_path": str | None,
+    "optimized_metric": str | None,
+}
+
+#: Keys a config node carries beside its ``_target_``'s parameters, by the node's path, each with the
+#: class whose signature takes it. ``optim.baseline_lr`` is no optimizer argument: the SVI module gives
+#: it to the baselines' parameter group (airlab.train.build_module pops it before building the optimizer).
+EXTRA_KEYS: dict[str, dict[str, str]] = {"optim": {"baseline_lr": "airlab.svi_module.SVIModule"}}
+
+#: Constructor parameters that the builder fills, by the node's path; they are not config keys. The model
+#: gets the data's image shape, the optimizer the module's parameter groups.
+BUILD_TIME_ARGUMENTS: dict[str, tuple[str, ...]] = {"model": ("image_shape",), "optim": ("params",)}
+
+#: Ranges of the torch and Pyro optimizers' parameters (their signatures give types only), by name.
+OPTIMIZER_RULES: dict[str, Rule] = {
+    "lr": Range(gt=0),
+    "eps": Range(gt=0),
+    "weight_decay": Range(ge=0),
+    "betas": Range(ge=0, lt=1),
+    "momentum": Range(ge=0),
+    "alpha": Range(ge=0, le=1),
+    "clip_norm": Range(gt=0),
+    "lrd": Range(gt=0, le=1),
+}
+OPTIMIZER_MODULES = ("torch.optim.", "pyro.optim.")
+#: Targets whose signatures are checked: airlab's own classes and the optimizers.
+CHECKED_TARGETS = ("airlab.", *OPTIMIZER_MODULES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One keyword parameter: its type (without the markers), its rules, its default, where declared."""
+
+    name: str
+    hint: Any
+    rules: tuple[Rule, ...]
+    default: Any
+    declared_in: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+
+# -- types -------------------------------------------------------------------------------------------
+
+SEQUENCE_TYPES = (list, tuple, collections.abc.Sequence)
+MAPPING_TYPES = (dict, collections.abc.Mapping)
+SCALAR_TYPES = (bool, int, float, str, type(None), None)
+
+
+def _is_yaml_type(hint: Any) -> bool:
+    """Whether a YAML value can be of this type (a float can; a Tensor or a Path cannot)."""
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        return _is_yaml_type(typing.get_args(hint)[0])
+    return (
+        hint in SCALAR_TYPES
+        or hint in SEQUENCE_TYPES
+        or hint in MAPPING_TYPES
+        or origin in (Literal, *SEQUENCE_TYPES, *MAPPING_TYPES)
+    )
+
+
+def _yaml_members(union: Any) -> tuple[Any, ...] | None:
+    """The members of a union that a YAML value can be (``float | Tensor``: a float), or None when the
+    union admits anything (``Any``, or only types a YAML value cannot be)."""
+    args = typing.get_args(union)
+    members = tuple(arg for arg in args if _is_yaml_type(arg))
+    if not members or any(arg is Any for arg in args):
+        return None
+    return members
+
+
+def _split_markers(hint: Any) -> tuple[Any, tuple[Rule, ...]]:
+    """``Annotated[T, rules...]`` -> ``(T, rules)``; a ``Literal`` type brings its choices as a rule."""
+    rules: tuple[Rule, ...] = ()
+    if typing.get_origin(hint) is Annotated:
+        rules = tuple(m for m in hint.__metadata__ if isinstance(m, Range | OneOf | Excluded))
+        hint = typing.get_args(hint)[0]
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    members = tuple(member for member in members if member is not type(None))
+    # Choices only when every value is one (``Literal["a", "b"] | None``; not ``bool | Literal["link"]``).
+    if members and all(typing.get_origin(member) is Literal for member in members):
+        rules = (OneOf(choice for member in members for choice in typing.get_args(member)), *rules)
+    return hint, rules
+
+
+def matches(value: Any, hint: Any) -> bool:
+    """Whether a config value (plain YAML data) fits ``hint``. Types a YAML value cannot be (a Path, a
+    Tensor) accept anything: the class converts or refuses it."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    if origin is Annotated:
+        return matches(value, args[0])
+    if origin in (typing.Union, types.UnionType):
+        members = _yaml_members(hint)
+        return members is None or any(matches(value, member) for member in members)
+    if hint is None or hint is type(None):
+        return value is None
+    if origin is Literal:
+        return isinstance(value, tuple({type(arg) for arg in args}))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in SEQUENCE_TYPES or origin in SEQUENCE_TYPES:
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(matches, value, args))
+        return all(matches(item, args[0]) for item in value) if args else True
+    if hint in MAPPING_TYPES or origin in MAPPING_TYPES:
+        return isinstance(value, dict)
+    return True
+
+
+def type_name(hint: Any) -> str:
+    """``int``, ``float or null``, ``a list of int``: what the error message says is expected."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(member) for member in _yaml_members(hint) or args)
+    if hint is None or hint is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of: " + ", ".join(str(arg) for arg in args)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return f"a list of {len(args)} values"
+    if hint in SEQUENCE_TYPES or origin in SEQUENCE_TYPES:
+        return f"a list of {type_name(args[0])}" if args else "a list"
+    return getattr(hint, "__name__", str(hint))
+
+
+def check_value(key: str, value: Any, hint: Any, rules: tuple[Rule, ...] = ()) -> None:
+    """Raise ``ConfigError(key, ...)`` when ``value`` is not of type ``hint`` or breaks a rule."""
+    hint, own_rules = _split_markers(hint)
+    if not matches(value, hint):
+        shown = "null" if value is None else describe(value)
+        raise ConfigError(key, f"{shown} has the wrong type; expected {type_name(hint)}")
+    if value is None:
+        return
+    for rule in (*own_rules, *rules):
+        # A range bounds each item of a list (layer sizes, Adam's betas); a choice is the whole value.
+        items = value if isinstance(rule, Range) and isinstance(value, list | tuple) else [value]
+        for item in items:
+            problem = rule.problem(item)
+            if problem is not None:
+                raise ConfigError(key, problem)
+
+
+# -- signatures --------------------------------------------------------------------------------------
+
+
+def _type_hints(obj: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(obj, include_extras=True)
+    except Exception:  # a third-party annotation that does not resolve: no types from it
+        return {}
+
+
+@functools.cache
+def signature_options(target: Callable) -> dict[str, Option]:
+    """The keyword parameters ``target`` takes, following ``**kwargs`` up the class hierarchy (as
+    ``super().__init__(**kwargs)`` does)."""
+    if not isinstance(target, type):
+        owners = [(target, target)]
+    else:
+        owners = [
+            (klass, klass.__dict__["__init__"]) for klass in target.__mro__ if "__init__" in klass.__dict__
+        ]
+    options: dict[str, Option] = {}
+    for owner, function in owners:
+        if function is object.__init__:
+            break
+        hints = _type_hints(owner if dataclasses.is_dataclass(owner) else function)
+        passes_on = False
+        for parameter in inspect.signature(function).parameters.values():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                passes_on = True
+            elif parameter.name != "self" and parameter.kind is not inspect.Parameter.VAR_POSITIONAL:
+                hint, rules = _split_markers(hints.get(parameter.name, Any))
+                options.setdefault(
+                    parameter.name,
+                    Option(parameter.name, hint, rules, parameter.default, getattr(owner, "__module__", "")),
+                )
+        if not passes_on:
+            break
+    return options
+
+
+def options_of(path: str, target: Callable) -> dict[str, Option]:
+    """The keys a config node at ``path`` building ``target`` may carry: the constructor's parameters,
+    less those the builder passes, plus the node's declared extra keys."""
+    injected = BUILD_TIME_ARGUMENTS.get(path, ())
+    options = {name: o for name, o in signature_options(target).items() if name not in injected}
+    for name, owner in EXTRA_KEYS.get(path, {}).items():
+        options[name] = signature_options(get_object(owner))[name]
+    return options
+
+
+# -- nodes -------------------------------------------------------------------------------------------
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    """A node as plain data, interpolations resolved where they can be (a library call may have no
+    Hydra run to resolve ``${hydra:...}`` against; such values are then left unchecked)."""
+    if not isinstance(node, DictConfig):
+        return dict(node)
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException:
+        raw = OmegaConf.to_container(node, resolve=False)
+        return {k: v for k, v in raw.items() if not (isinstance(v, str) and "${" in v)}
+
+
+def check_node(prefix: str, target: Callable, node: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """Check the keys of ``node`` against ``target``'s signature; returns the plain values (underscored
+    keys such as ``_target_`` left out)."""
+    values = {str(k): v for k, v in _plain(node).items() if not str(k).startswith("_")}
+    options = options_of(prefix, target)
+    is_optimizer = f"{getattr(target, '__module__', '')}.".startswith(OPTIMIZER_MODULES)
+    for key, value in values.items():
+        option = options.get(key)
+        if option is None:
+            raise ConfigError(f"{prefix}.{key}", f"unknown key; valid keys: {', '.join(options)}")
+        rules = option.rules
+        if is_optimizer and key in OPTIMIZER_RULES:
+            rules = (*rules, OPTIMIZER_RULES[key])
+        check_value(f"{prefix}.{key}", value, option.hint, rules)
+    for name, option in options.items():
+        if option.required and name not in values:
+            raise ConfigError(f"{prefix}.{name}", f"must be set ({type_name(option.hint)})")
+    cross_check = getattr(target, "validate_options", None)  # options that constrain each other
+    if cross_check is not None:
+        defaults = {name: o.default for name, o in options.items() if not o.required}
+        cross_check({**defaults, **values}, prefix)
+    return values
+
+
+def _target_paths(node: Any, path: str = "") -> typing.Iterator[str]:
+    """The dotted paths of the nodes with a ``_target_`` in ``node`` (plain, unresolved data)."""
+    if not isinstance(node, dict):
+        return
+    if path and "_target_" in node:
+        yield path
+        return
+    for key, child in node.items():
+        yield from _target_paths(child, f"{path}.{key}" if path else str(key))
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` for the first bad value of ``cfg``; build nothing."""
+    for key, hint in TOP_LEVEL.items():
+        if key in cfg:
+            check_value(key, cfg.get(key), hint)
+    for path in _target_paths(OmegaConf.to_container(cfg, resolve=False)):
+        node = OmegaConf.select(cfg, path)
+        target_name = str(node.get("_target_"))
+        if not target_name.startswith(CHECKED_TARGETS):
+            continue
+        try:
+            target = get_object(target_name)
+        except Exception as err:
+            raise ConfigError(
+                f"{path}._target_",
+                f"{target_name!r} cannot be imported ({type(err).__name__}); check the name",
+            ) from None
+        check_node(path, target, node)
