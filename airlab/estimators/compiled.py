@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -19,9 +20,8 @@ if TYPE_CHECKING:
 def callable_key(fn: Callable) -> tuple:
     """What identifies a function across calls: ``obj.method`` makes a new bound-method object at every
     attribute access, so its identity is the (object, function) pair, not ``id(fn)``."""
-    owner = getattr(fn, "__self__", None)
-    if owner is not None and hasattr(fn, "__func__"):
-        return (id(owner), fn.__func__)
+    if inspect.ismethod(fn):
+        return (id(fn.__self__), fn.__func__)
     return (id(fn),)
 
 
