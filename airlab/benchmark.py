@@ -215,14 +215,19 @@ def run_air_benchmark(cfg: DictConfig, output_dir: Path, seed: int) -> dict[str,
     return result
 
 
+def compares_bare_loop(cfg: DictConfig) -> bool:
+    """Whether to time the bare Pyro loop: asked for (``benchmark.bare_loop``) and declared possible by
+    the model class (``GenerativeModel.supports_bare_trace_loop``), not guessed from ``_target_``."""
+    return bool(cfg.benchmark.bare_loop) and get_class(cfg.model._target_).supports_bare_trace_loop
+
+
 def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     bench = cfg.benchmark
     output_dir = Path(cfg.paths.output_dir)
     seed = 0 if cfg.get("seed") is None else int(cfg.seed)
     air = run_air_benchmark(cfg, output_dir, seed) if bench.get("air") and bench.air.enabled else None
     epochs = int(cfg.trainer.max_epochs)
-    # The bare Pyro loop is timed only for a model that declares Pyro's SVI loop can train it as is.
-    compare = bool(bench.bare_loop) and get_class(cfg.model._target_).supports_bare_trace_loop
+    compare = compares_bare_loop(cfg)
     runs: dict[str, list[dict[str, Any]]] = {"airlab": [], "bare_pyro": []}
     for repeat in range(int(bench.repeats)):
         # Alternate the two so that neither always runs on a colder or warmer process.

@@ -5,7 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from omegaconf import OmegaConf
 
+from airlab.benchmark import compares_bare_loop
 from airlab.callbacks.air import AttentionLogger, CountLogger
 from airlab.callbacks.latent import LatentSpaceLogger
 from airlab.callbacks.run_end import RunEndCallback
@@ -68,3 +70,16 @@ def test_each_model_adds_its_own_callback_set(make_cfg, overrides, present, abse
 @pytest.mark.parametrize("model", [["model=vae"], ["model=air", "data=multimnist"]])
 def test_callbacks_none_means_no_callbacks_for_every_model(make_cfg, model):
     assert not make_cfg([*model, "callbacks=none"]).get("callbacks")
+
+
+@pytest.mark.parametrize(
+    ("target", "asked", "expected"),
+    [
+        ("airlab.models.vae.VAE", True, True),
+        ("airlab.models.vae.VAE", False, False),
+        ("airlab.models.air.AIR", True, False),
+    ],
+)
+def test_benchmark_times_the_bare_loop_only_for_a_model_that_declares_it(target, asked, expected):
+    cfg = OmegaConf.create({"benchmark": {"bare_loop": asked}, "model": {"_target_": target}})
+    assert compares_bare_loop(cfg) is expected
