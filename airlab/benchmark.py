@@ -27,7 +27,7 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, open_dict
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO
@@ -215,13 +215,19 @@ def run_air_benchmark(cfg: DictConfig, output_dir: Path, seed: int) -> dict[str,
     return result
 
 
+def compares_bare_loop(cfg: DictConfig) -> bool:
+    """Whether to time the bare Pyro loop: asked for (``benchmark.bare_loop``) and declared possible by
+    the model class (``GenerativeModel.supports_bare_trace_loop``), not guessed from ``_target_``."""
+    return bool(cfg.benchmark.bare_loop) and get_class(cfg.model._target_).supports_bare_trace_loop
+
+
 def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     bench = cfg.benchmark
     output_dir = Path(cfg.paths.output_dir)
     seed = 0 if cfg.get("seed") is None else int(cfg.seed)
     air = run_air_benchmark(cfg, output_dir, seed) if bench.get("air") and bench.air.enabled else None
     epochs = int(cfg.trainer.max_epochs)
-    compare = bool(bench.bare_loop) and cfg.model._target_.endswith(".VAE")
+    compare = compares_bare_loop(cfg)
     runs: dict[str, list[dict[str, Any]]] = {"airlab": [], "bare_pyro": []}
     for repeat in range(int(bench.repeats)):
         # Alternate the two so that neither always runs on a colder or warmer process.

@@ -30,7 +30,6 @@ from airlab.evaluation.bounds import dataset_bounds, summarise
 from airlab.evaluation.checkpoint import load_checkpoint, load_model, merge_overrides
 from airlab.evaluation.latent import (
     collect_latents,
-    has_latent_space,
     latent_pictures,
     latent_tsne,
     spread_indices,
@@ -233,7 +232,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     )
 
     counts = None
-    if hasattr(model, "infer") and "count" in datamodule.annotations:
+    if model.has_object_counts and "count" in datamodule.annotations:
         counts = AIRCounts(model, settings.num_images, settings.num_errors)
     chunk = min(settings.iwae_chunk, settings.iwae_k)
     bounds_started = time.perf_counter()
@@ -284,7 +283,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     pictures: dict[str, str] = {}
     if counts is not None and settings.pictures:
         pictures.update(counts.pictures(run_dir, confusion, settings.picture_scale, writers, split, step))
-    if has_latent_space(model) and (settings.tsne or settings.pictures):
+    if model.has_latent_space and (settings.tsne or settings.pictures):
         tsne_started = time.perf_counter()
         files, tsne = vae_pictures(model, loader, settings, run_dir, split, writers, step)
         pictures.update(files)

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 
 from airlab.config.options import Range
-from airlab.estimators import Estimator, IWAEEstimator, elbo_estimate
+from airlab.estimators import Estimator, elbo_estimate
 from airlab.models.base import GenerativeModel
 
 PARAM_STORE_KEY = "pyro_param_store"
@@ -75,10 +75,10 @@ class SVIModule(pl.LightningModule):
         batch_size = images.shape[0]
         elbo = elbo_estimate(self.model_fn, self.guide_fn, images) / batch_size
         self.log(f"{stage}/elbo", elbo, prog_bar=stage == "val", batch_size=batch_size)
-        if isinstance(self.estimator, IWAEEstimator):
+        if self.estimator.reports_bound is not None:
             # The bound being trained, with its K particles, next to the ELBO.
             bound = -self.estimator(self.model_fn, self.guide_fn, images).loss / batch_size
-            self.log(f"{stage}/iwae", bound, batch_size=batch_size)
+            self.log(f"{stage}/{self.estimator.reports_bound}", bound, batch_size=batch_size)
         with torch.no_grad():
             metrics, outputs = self.model.evaluate(batch)
         for name, value in metrics.items():

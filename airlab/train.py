@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from airlab import quiet_third_party_warnings
 from airlab.callbacks.images import tensorboard_writers
+from airlab.callbacks.run_end import RunEndCallback
 from airlab.callbacks.throughput import ThroughputMonitor
 from airlab.config import flatten_config, validate_config
 from airlab.config.validate import EXTRA_KEYS
@@ -164,7 +165,7 @@ def train(cfg: DictConfig) -> float | None:
 
     # Analysis that looks at the finished model (the VAE's t-SNE, ...) is not training time.
     for callback in trainer.callbacks:
-        if hasattr(callback, "on_run_end"):
+        if isinstance(callback, RunEndCallback):
             callback.on_run_end(trainer, module, datamodule)
 
     metrics = collect_metrics(trainer, fit_metrics, test_metrics, started, seed)

@@ -19,6 +19,7 @@ from airlab.estimators import (
     TraceGraphEstimator,
     elbo_estimate,
 )
+from airlab.models.air import AIR
 from airlab.models.vae import VAE
 
 
@@ -121,10 +122,32 @@ def test_meanfield_refuses_discrete_guides():
 
 
 def test_jit_tracegraph_refuses_decaying_average_baselines():
-    vae = VAE()
-    vae.baseline = "decaying_avg"
+    class DecayingAverage(VAE):
+        def uses_decaying_avg_baseline(self) -> bool:
+            return True
+
     with pytest.raises(ConfigError, match="model.baseline"):
-        JitTraceGraphEstimator().check_model(vae)
+        JitTraceGraphEstimator().check_model(DecayingAverage())
+    JitTraceGraphEstimator().check_model(VAE())  # the VAE declares no such baseline
+
+
+def test_air_declares_its_decaying_average_baseline():
+    assert AIR(rnn_hidden=4, baseline="decaying_avg").uses_decaying_avg_baseline()
+    assert not AIR(rnn_hidden=4, baseline="nvil").uses_decaying_avg_baseline()
+    with pytest.raises(ConfigError, match="model.baseline"):
+        JitTraceGraphEstimator().check_model(AIR(rnn_hidden=4, baseline="decaying_avg"))
+
+
+def test_vectorized_particles_refused_for_a_model_that_declares_it_cannot():
+    with pytest.raises(ConfigError, match="elbo.vectorize_particles"):
+        TraceEstimator(vectorize_particles=True).check_model(AIR(rnn_hidden=4, baseline="none"))
+    TraceEstimator(vectorize_particles=True).check_model(VAE())
+
+
+def test_only_iwae_declares_a_reported_bound():
+    assert IWAEEstimator().reports_bound == "iwae"
+    for estimator in (TraceEstimator(), TraceGraphEstimator(), MeanFieldEstimator(), RenyiEstimator()):
+        assert estimator.reports_bound is None
 
 
 def test_renyi_refuses_alpha_one():

@@ -1,7 +1,7 @@
 """AIR's validation pictures and count statistics in TensorBoard.
 
-Both callbacks do nothing for models without object counts (the VAE), so they can sit in the
-default callback set.
+Both belong to AIR's callback set (``configs/model_callbacks/air/default.yaml``) and refuse, in one
+line, a model that does not declare ``has_object_counts``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,20 @@ import pytorch_lightning as pl
 import torch
 
 from airlab.callbacks.images import EpochImageLogger, tensorboard_writers
+from airlab.errors import ConfigError
 from airlab.evaluation.air_pictures import attention_grid, boxed, windows_grid
 from airlab.metrics import count_confusion
 from airlab.viz import confusion_figure, image_grid
+
+
+def require_object_counts(pl_module: pl.LightningModule, key: str) -> None:
+    """Refuse, in one line, a model that does not declare ``has_object_counts``."""
+    model = pl_module.model
+    if not model.has_object_counts:
+        raise ConfigError(
+            f"callbacks.{key}",
+            f"model={type(model).__name__.lower()} infers no object counts; use callbacks.{key}=null",
+        )
 
 
 class CountLogger(pl.Callback):
@@ -22,6 +33,9 @@ class CountLogger(pl.Callback):
     def __init__(self) -> None:
         self._inferred: list[torch.Tensor] = []
         self._true: list[torch.Tensor] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_object_counts(pl_module, "counts")
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._inferred, self._true = [], []
@@ -56,8 +70,8 @@ class AttentionLogger(EpochImageLogger):
         super().__init__(num_images=num_images, every_n_epochs=every_n_epochs)
         self.num_errors = num_errors
 
-    def applies_to(self, pl_module) -> bool:
-        return hasattr(pl_module.model, "infer")
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_object_counts(pl_module, "attention")
 
     def log_images(self, writers, batch, pl_module, step: int) -> None:
         model = pl_module.model

@@ -50,14 +50,8 @@ class EpochImageLogger(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._log(trainer, pl_module)
 
-    def applies_to(self, pl_module: pl.LightningModule) -> bool:
-        """Whether this logger has anything to draw for the module's model."""
-        return True
-
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._last_logged_step == trainer.global_step or not trainer.is_global_zero:
-            return
-        if not self.applies_to(pl_module):
             return
         writers = tensorboard_writers(trainer)
         batch = first_val_batch(trainer, self.num_images) if writers else None

@@ -1,6 +1,7 @@
 """The VAE's latent space at the end of training: t-SNE, projector embedding, traversal, interpolation.
 
-A no-op for models without ``encode``/``decode`` (AIR), so it can sit in the default callback set.
+It belongs to the VAE's callback set (``configs/model_callbacks/vae/default.yaml``) and refuses, in one
+line, a model that does not declare ``has_latent_space``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import pytorch_lightning as pl
 import torch
 
 from airlab.callbacks.images import tensorboard_writers, validation_loader
-from airlab.evaluation.latent import has_latent_space, latent_pictures, latent_tsne
+from airlab.callbacks.run_end import RunEndCallback
+from airlab.errors import ConfigError
+from airlab.evaluation.latent import latent_pictures, latent_tsne
 
 log = logging.getLogger(__name__)
 
 
-class LatentSpaceLogger(pl.Callback):
+class LatentSpaceLogger(RunEndCallback):
     """``val/latent_tsne`` (and ``latent_tsne.png`` in ``output_dir``), the projector embedding of the
     posterior means with digit sprites, and ``val/latent_traversal`` / ``val/interpolation``.
 
@@ -47,18 +50,34 @@ class LatentSpaceLogger(pl.Callback):
         self._last_logged_step = -1
         self.last_result = None  # the latest TSNEResult, for tests and notebooks
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse a model without a latent space (``GenerativeModel.has_latent_space``)."""
+        model = pl_module.model
+        if not model.has_latent_space:
+            raise ConfigError(
+                "callbacks.latent_tsne",
+                f"model={type(model).__name__.lower()} declares no latent space to embed; "
+                "use callbacks.latent_tsne=null",
+            )
+
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         every = self.every_n_epochs
         if every > 0 and not trainer.sanity_checking and trainer.current_epoch % every == 0:
             self._log(trainer, pl_module)
 
-    def on_run_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule=None) -> None:
+    def on_run_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        datamodule: pl.LightningDataModule | None = None,
+    ) -> None:
+        """The t-SNE and pictures of the final model, over ``datamodule``'s validation images."""
         loader = datamodule.val_dataloader() if datamodule is not None else None
         self._log(trainer, pl_module, loader)
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loader=None) -> None:
-        model = getattr(pl_module, "model", None)
-        if not self.enabled or model is None or not has_latent_space(model) or not trainer.is_global_zero:
+        model = pl_module.model
+        if not self.enabled or not trainer.is_global_zero:
             return
         loader = loader if loader is not None else validation_loader(trainer)
         if loader is None or self._last_logged_step == trainer.global_step:

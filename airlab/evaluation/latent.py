@@ -1,7 +1,7 @@
 """The VAE's latent space in pictures: t-SNE of posterior means, traversals and interpolations.
 
-Everything here needs a model with ``encode`` (posterior means) and ``decode``; callers skip models
-without them (AIR).
+Everything here needs a model that declares ``has_latent_space`` (``encode`` gives posterior means,
+``decode`` images); callers skip models that do not (AIR).
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from airlab.viz import image_grid, pyplot, save_figure
 
 TSNE_TAG = "val/latent_tsne"
 PROJECTOR_TAG = "latent_means"
-
-
-def has_latent_space(model: torch.nn.Module) -> bool:
-    return callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
 
 
 @dataclass

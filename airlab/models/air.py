@@ -40,6 +40,7 @@ STEP_SITES = ("z_pres", "z_where", "z_what")  # the sample sites of one step, mo
 class AIR(GenerativeModel):
     has_discrete_latents = True
     supports_vectorized_particles = False  # the guide's recursion runs over a [B, ...] batch
+    has_object_counts = True
     required_annotations = ("count",)
 
     def __init__(
@@ -266,6 +267,9 @@ class AIR(GenerativeModel):
         return trace.nodes["obs"]["fn"].base_dist.loc.view(num_samples, *self.image_shape).clamp(0, 1)
 
     # -- what the training glue and monitors read ------------------------------------------------
+    def uses_decaying_avg_baseline(self) -> bool:
+        return self.baseline == "decaying_avg"
+
     def baseline_parameters(self) -> Iterator[nn.Parameter]:
         return iter(self.baseline_net.parameters()) if self.baseline_net is not None else iter(())
 

@@ -2,6 +2,10 @@
 
 A ``GenerativeModel`` is an ``nn.Module`` that owns every learnable parameter (registered with
 ``pyro.module`` inside ``model``/``guide``), so Lightning's optimizer, checkpoints and DDP see them.
+
+A model also *declares* what it is (the class attributes and ``uses_decaying_avg_baseline`` below):
+estimators, callbacks and tasks read these declarations instead of guessing the model kind from its
+``_target_`` string or probing for methods.
 """
 
 from __future__ import annotations
@@ -15,8 +19,21 @@ from airlab.errors import ConfigError
 
 
 class GenerativeModel(nn.Module):
+    """Base class of airlab's models: the Pyro ``model``/``guide`` pair plus declared capabilities."""
+
     #: True when the guide has sample sites without ``rsample`` (score-function gradients).
     has_discrete_latents: bool = False
+    #: The model and guide can run ``num_particles`` as an extra leading batch dimension.
+    supports_vectorized_particles: bool = True
+    #: ``infer(images)`` returns per-image object counts, boxes and windows (AIR): count metrics and
+    #: the attention pictures apply.
+    has_object_counts: bool = False
+    #: ``encode(images)`` gives posterior means ``[B, z]`` and ``decode(z)`` images (the VAE): the latent
+    #: t-SNE, traversal and interpolation pictures apply.
+    has_latent_space: bool = False
+    #: Pyro's own ``SVI`` + ``Trace_ELBO`` loop can train this model as is, so the benchmark times that
+    #: bare loop beside airlab's for the same model (the VAE of Pyro's example).
+    supports_bare_trace_loop: bool = False
     #: Multiply log-densities by N/B (a subsampled data plate) during training.
     scale_to_dataset: bool = False
     #: Per-image annotations the model's metrics need from the data module (e.g. AIR's ``count``).
@@ -46,6 +63,25 @@ class GenerativeModel(nn.Module):
 
     def sample(self, num_samples: int) -> torch.Tensor:
         """Images decoded from prior draws, ``[num_samples, C, H, W]``."""
+        raise NotImplementedError
+
+    def uses_decaying_avg_baseline(self) -> bool:
+        """Whether the guide asks TraceGraph for Pyro's decaying-average baseline, whose running mean
+        lives in Pyro's param store (so a compiled estimator cannot update it)."""
+        return False
+
+    def infer(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image objects (``count``, boxes, windows, ``reconstruction``); models that declare
+        ``has_object_counts`` implement it."""
+        raise NotImplementedError
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Posterior means ``[B, z]``; models that declare ``has_latent_space`` implement it."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, C, H, W]`` from latents ``[B, z]``; models that declare ``has_latent_space``
+        implement it."""
         raise NotImplementedError
 
     def baseline_parameters(self) -> Iterator[nn.Parameter]:

@@ -45,6 +45,11 @@ class Decoder(nn.Module):
 
 
 class VAE(GenerativeModel):
+    """Pyro's VAE example: ``z ~ N(0, I)``, a Bernoulli decoder and a diagonal-Normal encoder."""
+
+    has_latent_space = True
+    supports_bare_trace_loop = True  # the model/guide of Pyro's example: the bare loop is its reference
+
     def __init__(
         self,
         image_shape: tuple[int, ...] = (1, 28, 28),

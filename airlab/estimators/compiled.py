@@ -1,0 +1,88 @@
+"""``jit_trace`` and ``jit_tracegraph``: the eager surrogates compiled once with ``torch.jit.trace``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pyro
+import pyro.ops.jit
+
+from airlab.errors import ConfigError
+from airlab.estimators.elbo import TraceEstimator, TraceGraphEstimator
+from airlab.estimators.surrogates import LossOutput
+
+if TYPE_CHECKING:
+    from airlab.models.base import GenerativeModel
+
+
+def callable_key(fn: Callable) -> tuple:
+    """What identifies a function across calls: ``obj.method`` makes a new bound-method object at every
+    attribute access, so its identity is the (object, function) pair, not ``id(fn)``."""
+    if inspect.ismethod(fn):
+        return (id(fn.__self__), fn.__func__)
+    return (id(fn),)
+
+
+class _Compiled:
+    """Compiles an estimator's eager surrogate with ``pyro.ops.jit.trace``, once per (model, guide,
+    scale). Arguments are traced by count, so the batch size must stay fixed (the training loader
+    drops its ragged last batch).
+
+    airlab compiles its own surrogates rather than calling Pyro's ``JitTrace_ELBO``: under torch 2.14
+    the latter's traced graph counts each ``log_prob_sum`` twice in the backward pass (it feeds both
+    the loss and the surrogate), doubling the model's gradients; tests/test_unbiasedness.py checks it.
+    """
+
+    name = "compiled"
+    compiled = True
+
+    def __init__(self, *args, ignore_jit_warnings: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ignore_jit_warnings = ignore_jit_warnings
+        self._compiled: dict[tuple, pyro.ops.jit.CompiledFunction] = {}
+        self._has_baseline_loss: dict[tuple, bool] = {}
+
+    def __call__(self, model, guide, *args, scale: float = 1.0) -> LossOutput:
+        key = (callable_key(model), callable_key(guide), scale)
+        if key not in self._compiled:
+            eager = super().__call__
+
+            def loss_parts(*inner_args):
+                # Runs as Python only while tracing: record whether the guide has learned baselines.
+                out = eager(model, guide, *inner_args, scale=scale)
+                self._has_baseline_loss[key] = out.baseline_loss is not None
+                baseline_loss = out.baseline_loss if out.baseline_loss is not None else out.loss * 0
+                return out.loss, out.surrogate, baseline_loss
+
+            self._compiled[key] = pyro.ops.jit.trace(loss_parts, ignore_warnings=self.ignore_jit_warnings)
+        loss, surrogate, baseline_loss = self._compiled[key](*args)
+        baseline_loss = baseline_loss.detach() if self._has_baseline_loss.get(key) else None
+        return LossOutput(loss.detach(), surrogate, baseline_loss)
+
+    @property
+    def num_compilations(self) -> int:
+        return sum(len(fn.compiled) for fn in self._compiled.values())
+
+
+class JitTraceEstimator(_Compiled, TraceEstimator):
+    """``trace``, compiled once with ``torch.jit.trace``."""
+
+    name = "jit_trace"
+
+
+class JitTraceGraphEstimator(_Compiled, TraceGraphEstimator):
+    """``tracegraph``, compiled once with ``torch.jit.trace``."""
+
+    name = "jit_tracegraph"
+
+    def check_model(self, model: GenerativeModel) -> None:
+        super().check_model(model)
+        if model.uses_decaying_avg_baseline():
+            raise ConfigError(
+                "model.baseline",
+                "elbo=jit_tracegraph cannot update a decaying-average baseline (its running mean "
+                "lives in Pyro's param store, outside the compiled graph); "
+                "use model.baseline=nvil|none or elbo=tracegraph",
+            )

@@ -1,0 +1,85 @@
+"""What models, estimators and callbacks declare about themselves, and the callback set each model adds."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from omegaconf import OmegaConf
+
+from airlab.benchmark import compares_bare_loop
+from airlab.callbacks.air import AttentionLogger, CountLogger
+from airlab.callbacks.latent import LatentSpaceLogger
+from airlab.callbacks.run_end import RunEndCallback
+from airlab.callbacks.throughput import ThroughputMonitor
+from airlab.errors import ConfigError
+from airlab.models.air import AIR
+from airlab.models.base import GenerativeModel
+from airlab.models.vae import VAE
+
+
+def test_models_declare_their_capabilities():
+    base = GenerativeModel
+    assert not base.has_discrete_latents and base.supports_vectorized_particles
+    assert not (base.has_object_counts or base.has_latent_space or base.supports_bare_trace_loop)
+    assert VAE.has_latent_space and VAE.supports_bare_trace_loop and not VAE.has_object_counts
+    assert not VAE.has_discrete_latents and VAE.supports_vectorized_particles
+    assert AIR.has_object_counts and AIR.has_discrete_latents and not AIR.supports_vectorized_particles
+    assert not AIR.has_latent_space and not AIR.supports_bare_trace_loop
+    assert not VAE().uses_decaying_avg_baseline()
+
+
+@pytest.mark.parametrize(
+    ("callback", "key"),
+    [(CountLogger(), "callbacks.counts"), (AttentionLogger(), "callbacks.attention")],
+)
+def test_air_callbacks_refuse_a_model_without_object_counts(callback, key):
+    with pytest.raises(ConfigError, match=f"{key}: model=vae infers no object counts") as info:
+        callback.setup(None, SimpleNamespace(model=VAE()), "fit")
+    assert "\n" not in str(info.value)
+    callback.setup(None, SimpleNamespace(model=AIR(rnn_hidden=4, baseline="none")), "fit")
+
+
+def test_latent_callback_refuses_a_model_without_a_latent_space():
+    callback = LatentSpaceLogger()
+    with pytest.raises(ConfigError, match="callbacks.latent_tsne: model=air declares no latent space"):
+        callback.setup(None, SimpleNamespace(model=AIR(rnn_hidden=4, baseline="none")), "fit")
+    callback.setup(None, SimpleNamespace(model=VAE()), "fit")
+
+
+def test_run_end_callbacks_declare_the_interface():
+    assert isinstance(LatentSpaceLogger(), RunEndCallback)
+    assert not isinstance(ThroughputMonitor(), RunEndCallback)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "present", "absent"),
+    [
+        ([], {"latent_tsne", "reconstructions"}, {"counts", "attention"}),
+        (["experiment=vae_mnist"], {"latent_tsne"}, {"counts", "attention"}),
+        (["model=air", "data=multimnist"], {"counts", "attention", "reconstructions"}, {"latent_tsne"}),
+        (["experiment=air_multimnist"], {"counts", "attention"}, {"latent_tsne"}),
+        (["experiment=air_pyro_tutorial"], {"counts", "attention"}, {"latent_tsne"}),
+    ],
+)
+def test_each_model_adds_its_own_callback_set(make_cfg, overrides, present, absent):
+    callbacks = set(make_cfg(overrides).callbacks)
+    assert present <= callbacks and not absent & callbacks
+
+
+@pytest.mark.parametrize("model", [["model=vae"], ["model=air", "data=multimnist"]])
+def test_callbacks_none_means_no_callbacks_for_every_model(make_cfg, model):
+    assert not make_cfg([*model, "callbacks=none"]).get("callbacks")
+
+
+@pytest.mark.parametrize(
+    ("target", "asked", "expected"),
+    [
+        ("airlab.models.vae.VAE", True, True),
+        ("airlab.models.vae.VAE", False, False),
+        ("airlab.models.air.AIR", True, False),
+    ],
+)
+def test_benchmark_times_the_bare_loop_only_for_a_model_that_declares_it(target, asked, expected):
+    cfg = OmegaConf.create({"benchmark": {"bare_loop": asked}, "model": {"_target_": target}})
+    assert compares_bare_loop(cfg) is expected
