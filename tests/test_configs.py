@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from airlab.config import validate_config
 from airlab.errors import ConfigError
@@ -36,8 +36,11 @@ def test_every_option_composes_and_validates(make_cfg, group, option):
     if group == "model" and option == "air":
         overrides.append("data=multimnist")
     cfg = make_cfg(overrides)
-    validate_config(cfg)
-    assert cfg.task_name
+    validate_config(cfg)  # raises ConfigError on a bad value
+    # The option was the one composed: its own _target_ (for a group that declares one) is in the config.
+    chosen = OmegaConf.load(Path(CONFIG_DIR) / group / f"{option}.yaml")
+    if group in cfg and isinstance(chosen, DictConfig) and "_target_" in chosen:
+        assert cfg[group]._target_ == chosen._target_, (group, option)
 
 
 def test_groups_have_the_options_the_design_names():
@@ -98,14 +101,26 @@ def test_optimizers_instantiate_with_param_groups(make_cfg):
     for option in options("optim"):
         cfg = make_cfg([f"optim={option}"])
         optimizer = build_optimizer(cfg.optim)([{"params": weights, "name": "main"}])
-        assert optimizer.param_groups[0]["lr"] == cfg.optim.lr
+        assert type(optimizer).__name__ == cfg.optim._target_.rsplit(".", 1)[1], option
+        # Every option the YAML sets reaches the optimizer; baseline_lr (the module's) does not.
+        group = optimizer.param_groups[0]
+        for key, value in cfg.optim.items():
+            if key in ("_target_", "_partial_", "baseline_lr"):
+                continue
+            listed = isinstance(value, ListConfig)
+            actual, expected = (tuple(group[key]), tuple(value)) if listed else (group[key], value)
+            assert actual == expected, (option, key)
+        assert "baseline_lr" not in group and group["name"] == "main"
 
 
 def test_trainer_and_logger_options_instantiate(make_cfg, tmp_path):
     for option in ("default", "cpu"):
         cfg = make_cfg([f"trainer={option}"])
         trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
-        assert trainer.max_epochs == cfg.trainer.max_epochs
+        # The YAML's values, not Lightning's defaults (1,000 epochs, 1 sanity step, a summary).
+        assert (trainer.max_epochs, trainer.num_sanity_val_steps, trainer.log_every_n_steps) == (100, 0, 50)
+        assert trainer.default_root_dir == cfg.paths.output_dir and trainer.num_devices == 1
+    assert type(trainer.accelerator).__name__ == "CPUAccelerator"  # trainer=cpu, the last one
 
 
 def test_air_tutorial_preset_has_the_published_settings(make_cfg):

@@ -149,11 +149,12 @@ def test_air_pictures_and_worst_errors_on_a_hand_made_batch(tmp_path):
     assert attention_grid(images, inferred).shape == (3, 2 * 52 + 2, 6 * 52 + 2)
     assert windows_grid(images, inferred).shape == (3, 6 * 52 + 2, 4 * 52 + 2)  # input + 3 steps
     errors = WorstCountErrors(limit=3)
-    true = (inferred["count"] + torch.tensor([0, 1, 3, 0, 2, 1])).clamp(max=3)
-    errors.add(images, true, inferred)
-    severities = [e.severity for e in errors.errors]
-    assert severities == sorted(severities, reverse=True) and len(errors.errors) <= 3
-    assert all(e.true != e.inferred for e in errors.errors)
+    # Set counts: |inferred - true| = 0, 2, 1, 3, 0, 2. The worst three, ties by index: 3, 1, 5.
+    inferred = {**inferred, "count": torch.tensor([0, 1, 2, 3, 1, 0])}
+    errors.add(images, torch.tensor([0, 3, 1, 0, 1, 2]), inferred)
+    kept = [(e.index, e.severity, e.true, e.inferred) for e in errors.errors]
+    assert kept == [(3, 3.0, 0, 3), (1, 2.0, 3, 1), (5, 2.0, 2, 0)]
+    assert torch.equal(errors.errors[0].image, images[3]) and errors.seen == 6
     assert save_figure(errors.figure(), tmp_path / "errors.png").stat().st_size > 1000
     bounds = image_bounds(air.model, air.guide, images, 10, chunk=4)
     assert bounds.iwae.shape == (6,) and bool((bounds.iwae >= bounds.elbo - 1e-3).all())

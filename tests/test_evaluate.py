@@ -179,9 +179,10 @@ def test_air_evaluation_writes_counts_confusion_and_attention_pictures(air_ckpt,
     train_images = set(read_events(train_dir / "tensorboard").Tags()["images"])
     assert {"val/attention", "val/windows"} <= train_images and "val/latent_tsne" not in train_images
     assert not (train_dir / "latent_tsne.png").exists()
-    if written["test/count_accuracy"] < 1:  # 2 training steps: there are errors to show
-        assert results["pictures"]["count_errors"] == "count_errors.png"
-        assert (run_dir / "count_errors.png").is_file()
+    # 2 training steps: there are errors to show (the picture exactly when accuracy is below 1).
+    assert written["test/count_accuracy"] < 1
+    assert results["pictures"]["count_errors"] == "count_errors.png"
+    assert (run_dir / "count_errors.png").is_file()
 
 
 def test_script_refuses_a_mismatched_override_with_one_line(vae_ckpt, tmp_path):
@@ -192,3 +193,24 @@ def test_script_refuses_a_mismatched_override_with_one_line(vae_ckpt, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"airlab error: ckpt_path: {vae_ckpt} does not fit"), lines
     assert "model.z_dim=10 (trained with 50)" in lines[0]
+
+
+def test_eval_split_val_scores_the_validation_images(vae_ckpt, make_cfg):
+    """``eval.split=val`` scores the validation split: its keys are ``val/*``, and with the same
+    ``eval.seed`` its bounds differ from the test split's (other images), which a task that scored the
+    test images under the name ``val`` would not show."""
+    plain = [f"ckpt_path={vae_ckpt}", "eval.tsne=false", "eval.pictures=false", "eval.seed=3", *QUICK]
+    on_test = evaluate(make_cfg(plain, name="evaluate", run="test"))
+    val_cfg = make_cfg([*plain, "eval.split=val"], name="evaluate", run="val")
+    on_val = evaluate(val_cfg)
+    assert on_val["split"] == "val" and on_test["split"] == "test"
+    assert {"val/elbo", "val/iwae", "val/elbo_sem", "val/iwae_k"} <= set(on_val)
+    assert not any(key.startswith("test/") for key in on_val)
+    assert on_val["num_images"] == 96  # debug=fast's subset of the validation split
+    assert -800 < on_val["val/elbo"] <= on_val["val/iwae"] < 0
+    assert abs(on_val["val/elbo"] - on_test["test/elbo"]) > 1e-3
+    written = json.loads((Path(val_cfg.paths.output_dir) / "evaluation.json").read_text())
+    assert written["val/elbo"] == on_val["val/elbo"]
+    assert {"val/elbo", "val/iwae"} <= set(
+        read_events(Path(val_cfg.paths.output_dir) / "tensorboard").Tags()["scalars"]
+    )
