@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +114,16 @@ TINY_AIR_MODEL = [
     "model.baseline_hidden=[8]",
     "model.z_what_dim=4",
 ]
+
+
+def run_script(script: str, *overrides: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python scripts/<script> overrides...`` as a user runs it, from ``cwd``; output captured. The
+    repository is on PYTHONPATH so that tests may point ``_target_``s at their own helpers."""
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / script), *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )

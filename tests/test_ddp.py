@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_script
 
 
 class WeightDigest(pl.Callback):
@@ -34,28 +31,21 @@ class WeightDigest(pl.Callback):
 
 @pytest.mark.slow
 def test_ddp_ranks_see_different_data_and_keep_identical_weights(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "scripts" / "train.py"),
-            "trainer=ddp",
-            "trainer.accelerator=cpu",
-            "trainer.devices=2",
-            "data.source=bundled",
-            "data.subset_size=256",
-            "data.batch_size=32",
-            "trainer.max_steps=5",
-            "trainer.max_epochs=5",
-            "test=false",
-            "callbacks.progress_bar=null",
-            "+callbacks.digest._target_=tests.test_ddp.WeightDigest",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+    result = run_script(
+        "train.py",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "data.source=bundled",
+        "data.subset_size=256",
+        "data.batch_size=32",
+        "trainer.max_steps=5",
+        "trainer.max_epochs=5",
+        "test=false",
+        "callbacks.progress_bar=null",
+        "+callbacks.digest._target_=tests.test_ddp.WeightDigest",
+        f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

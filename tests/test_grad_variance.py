@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import subprocess
-import sys
 from functools import partial
 
 import numpy as np
@@ -26,7 +23,7 @@ from airlab.models.base import GenerativeModel
 from airlab.svi_module import SVIModule
 from airlab.train import train
 from airlab.variance import gradient_variance
-from tests.conftest import FAST, REPO_ROOT, read_events
+from tests.conftest import FAST, read_events, run_script
 
 MU = [1.0, -0.5, 0.3, 2.0, 0.0]
 PHI = math.log(0.6 / 0.4)  # q(c = 1) = 0.6
@@ -275,19 +272,8 @@ def test_tags_reach_tensorboard_through_training(make_cfg, elbo, steps):
 
 
 def test_variance_report_script_on_the_vae(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "scripts" / "variance_report.py"),
-            *FAST,
-            "report.num_samples=16",
-            "report.particles=[4]",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    result = run_script(
+        "variance_report.py", *FAST, "report.num_samples=16", "report.particles=[4]", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / "variance_report").glob("*/*")

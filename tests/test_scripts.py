@@ -3,20 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from tests.conftest import REPO_ROOT
-
-
-def run_script(script: str, *overrides: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / script), *overrides],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.conftest import run_script
 
 
 def test_train_script_writes_the_run_layout(tmp_path):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 
 from airlab.sweep import summarise_sweep
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_script
 
 
 def test_summary_has_one_row_per_job_with_overrides_and_metrics(tmp_path):
@@ -29,21 +27,16 @@ def test_summary_has_one_row_per_job_with_overrides_and_metrics(tmp_path):
 
 @pytest.mark.slow
 def test_optuna_search_runs_trials_and_writes_the_summary(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "scripts" / "train.py"),
-            "-m",
-            "hparams_search=vae_optuna",
-            "debug=fast",
-            "data.source=bundled",
-            "callbacks.progress_bar=null",
-            "hydra.sweeper.n_trials=3",
-            "hydra.sweeper.sampler.n_startup_trials=2",
-        ],
+    result = run_script(
+        "train.py",
+        "-m",
+        "hparams_search=vae_optuna",
+        "debug=fast",
+        "data.source=bundled",
+        "callbacks.progress_bar=null",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.n_startup_trials=2",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
