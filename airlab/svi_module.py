@@ -25,6 +25,8 @@ CONFIG_KEY = "airlab_config"
 
 
 class SVIModule(pl.LightningModule):
+    """A generative model and its gradient estimator as a LightningModule: Lightning owns the optimisation loop."""
+
     def __init__(
         self,
         model: GenerativeModel,
@@ -55,6 +57,7 @@ class SVIModule(pl.LightningModule):
         return 1.0
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One SVI step: log ``train/loss`` and ``train/elbo`` per image, return the surrogate for backward."""
         self.model.on_train_step(self.global_step)
         images = batch["image"]
         batch_size = images.shape[0]
@@ -86,9 +89,11 @@ class SVIModule(pl.LightningModule):
         return outputs
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Log ``val/elbo``, the trained bound and the model's metrics; return the model's outputs for callbacks."""
         return self._evaluation_step(batch, "val")
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Log ``test/elbo``, the trained bound and the model's metrics; return the model's outputs for callbacks."""
         return self._evaluation_step(batch, "test")
 
     # -- optimisation ---------------------------------------------------------------------------
@@ -106,10 +111,12 @@ class SVIModule(pl.LightningModule):
         return groups
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        """The optimizer from ``optim``, over :meth:`parameter_groups`."""
         return self.optimizer_factory(self.parameter_groups())
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the estimator state in Pyro's param store (not module parameters) and the run's config."""
         module_tensors = {id(p) for p in self.parameters()}
         store = pyro.get_param_store()
         checkpoint[PARAM_STORE_KEY] = {
@@ -121,13 +128,16 @@ class SVIModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Applied once the module sits on its device (on_train_start / restore_param_store).
+        """Hold the saved param-store entries until the module is on its device."""
         self._pending_param_store = dict(checkpoint.get(PARAM_STORE_KEY, {}))
 
     def restore_param_store(self) -> None:
+        """Put the param-store entries held since :meth:`on_load_checkpoint` into Pyro's store, on this device."""
         store = pyro.get_param_store()
         for name, value in self._pending_param_store.items():
             store[name] = value.to(self.device)
         self._pending_param_store = {}
 
     def on_train_start(self) -> None:
+        """Restore the estimator state from a resumed checkpoint before the first step."""
         self.restore_param_store()

@@ -80,6 +80,7 @@ def build_optimizer(optim_cfg: DictConfig):
 
 
 def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> SVIModule:
+    """The model (checked against the data), its bound estimator and the SVIModule that trains them."""
     model = instantiate(cfg.model, image_shape=datamodule.image_shape)
     model.check_annotations(datamodule)
     estimator = instantiate(cfg.elbo)
@@ -117,6 +118,7 @@ def write_tensorboard_summary(trainer: pl.Trainer, config: dict[str, Any], metri
 def collect_metrics(
     trainer: pl.Trainer, fit_metrics: dict[str, Any], test_metrics: dict[str, Any], started: float, seed: int
 ) -> dict[str, Any]:
+    """The run's ``metrics.json``: val/test metrics, final ``train/elbo``, step, timings, throughput and seed."""
     metrics: dict[str, Any] = {}
     for source in (fit_metrics, test_metrics):
         for key, value in source.items():

@@ -78,6 +78,7 @@ class JitTraceGraphEstimator(_Compiled, TraceGraphEstimator):
     name = "jit_tracegraph"
 
     def check_model(self, model: GenerativeModel) -> None:
+        """How many graphs have been compiled so far, over all cached (model, guide) pairs."""
         super().check_model(model)
         if model.uses_decaying_avg_baseline():
             raise ConfigError(

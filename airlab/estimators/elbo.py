@@ -83,6 +83,8 @@ class Estimator:
         self.check_model(model)
 
     def __call__(self, model: Callable, guide: Callable, *args, scale: float = 1.0) -> LossOutput:
+        """Estimate for one batch: ``loss`` is the negative bound (detached); ``surrogate``'s gradient is
+        the estimator's gradient. ``scale`` multiplies every log-probability (the dataset scale)."""
         raise NotImplementedError
 
 
@@ -124,6 +126,8 @@ class _ParticleEstimator(Estimator):
 
 
 class TraceEstimator(_ParticleEstimator):
+    """``Trace_ELBO``: reparameterised gradients, plus score-function terms weighted by downstream cost."""
+
     name = "trace"
 
 
@@ -149,6 +153,7 @@ class TraceGraphEstimator(_ParticleEstimator):
         self._untracked = Trace_ELBO(**self._pyro_elbo_kwargs())
 
     def bind(self, model: GenerativeModel) -> None:
+        """Check the model, then take its declared score dependencies when ``dependencies="declared"``."""
         super().bind(model)
         declared = model.score_dependencies() if self.dependencies == "declared" else None
         self.declared = None if declared is None else {k: list(v) for k, v in declared.items()}
@@ -163,6 +168,8 @@ class TraceGraphEstimator(_ParticleEstimator):
 
 
 class MeanFieldEstimator(Estimator):
+    """``TraceMeanField_ELBO``: analytic KL terms where available; needs a fully reparameterised guide."""
+
     name = "meanfield"
     requires_reparameterized = True
 
@@ -171,6 +178,7 @@ class MeanFieldEstimator(Estimator):
         self._elbo = TraceMeanField_ELBO(**self._pyro_elbo_kwargs())
 
     def __call__(self, model, guide, *args, scale: float = 1.0) -> LossOutput:
+        """Negative ELBO with analytic KLs; the surrogate is that loss itself (all gradients are pathwise)."""
         if scale != 1.0:
             model, guide = poutine.scale(model, scale), poutine.scale(guide, scale)
         surrogate = self._elbo.differentiable_loss(model, guide, *args)

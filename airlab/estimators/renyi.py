@@ -66,6 +66,8 @@ class RenyiEstimator(Estimator):
         return log_w, {name: torch.as_tensor(s).expand_as(log_w) for name, s in scores.items()}
 
     def __call__(self, model, guide, *args, scale: float = 1.0) -> LossOutput:
+        """Negative Rényi bound summed over the batch; ``log_w`` is ``[K, B]`` and the surrogate adds each
+        non-reparameterised site's score weighted by its datum's (detached) bound."""
         log_ws, scores = [], defaultdict(list)
         guide_trace = None
         for model_trace, guide_trace in self._traces._get_traces(model, guide, args, {}):

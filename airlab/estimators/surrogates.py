@@ -31,6 +31,7 @@ class LossOutput:
 
 
 def sample_sites(trace: Trace):
+    """The ``(name, site)`` pairs of the sample sites in ``trace``, in execution order."""
     return [(name, site) for name, site in trace.nodes.items() if site["type"] == "sample"]
 
 

@@ -21,6 +21,8 @@ from airlab.models.base import GenerativeModel
 
 
 class Encoder(nn.Module):
+    """Image ``[B, x_dim]`` to the guide's ``z`` location and scale, each ``[B, z_dim]``."""
+
     def __init__(self, x_dim: int, z_dim: int, hidden_dim: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(x_dim, hidden_dim)
@@ -29,11 +31,14 @@ class Encoder(nn.Module):
         self.softplus = nn.Softplus()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` of ``q(z | x)``, each ``[B, z_dim]``; the scale is positive (``exp``)."""
         hidden = self.softplus(self.fc1(x))
         return self.fc21(hidden), torch.exp(self.fc22(hidden))
 
 
 class Decoder(nn.Module):
+    """Code ``z`` ``[B, z_dim]`` to Bernoulli pixel probabilities ``[B, x_dim]``."""
+
     def __init__(self, x_dim: int, z_dim: int, hidden_dim: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(z_dim, hidden_dim)
@@ -41,6 +46,7 @@ class Decoder(nn.Module):
         self.softplus = nn.Softplus()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities ``[B, x_dim]`` in ``(0, 1)``."""
         return torch.sigmoid(self.fc21(self.softplus(self.fc1(z))))
 
 
@@ -66,6 +72,7 @@ class VAE(GenerativeModel):
         self.scale_to_dataset = scale_to_dataset
 
     def model(self, images: torch.Tensor) -> None:
+        """``p(x, z)``: ``z ~ N(0, I)`` per image, pixels Bernoulli given the decoded ``z``, ``images`` observed."""
         pyro.module("decoder", self.decoder)
         x = images.reshape(-1, self.x_dim)
         with pyro.plate("data", x.shape[0]):
@@ -77,6 +84,7 @@ class VAE(GenerativeModel):
             pyro.sample("x", dist.Bernoulli(probs, validate_args=False).to_event(1), obs=x)
 
     def guide(self, images: torch.Tensor) -> None:
+        """``q(z | x)``: a diagonal Normal from the encoder, one ``z`` per image."""
         pyro.module("encoder", self.encoder)
         x = images.reshape(-1, self.x_dim)
         with pyro.plate("data", x.shape[0]):
@@ -92,16 +100,20 @@ class VAE(GenerativeModel):
         return self.encoder(images.reshape(-1, self.x_dim))[0]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoded pixel probabilities, shaped as images ``[N, *image_shape]``."""
         return self.decoder(z).reshape(-1, *self.image_shape)
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """Decoded guide means for ``images``: ``[B, *image_shape]``."""
         return self.decode(self.encode(images))
 
     def sample(self, num_samples: int) -> torch.Tensor:
+        """``num_samples`` prior draws, decoded: ``[num_samples, *image_shape]`` of pixel probabilities."""
         device = next(self.parameters()).device
         return self.decode(torch.randn(num_samples, self.z_dim, device=device))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The encoder's and decoder's parameters, by group name (for gradient-variance reports)."""
         return {
             "guide/encoder": list(self.encoder.parameters()),
             "model/decoder": list(self.decoder.parameters()),
