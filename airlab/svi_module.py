@@ -25,7 +25,7 @@ CONFIG_KEY = "airlab_config"
 
 
 class SVIModule(pl.LightningModule):
-    """A generative model and its gradient estimator as a LightningModule: Lightning owns the optimisation loop."""
+    """A generative model and its gradient estimator; Lightning runs the optimisation loop."""
 
     def __init__(
         self,
@@ -57,7 +57,7 @@ class SVIModule(pl.LightningModule):
         return 1.0
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One SVI step: log ``train/loss`` and ``train/elbo`` per image, return the surrogate for backward."""
+        """One SVI step: log ``train/loss`` and ``train/elbo`` per image; return the surrogate."""
         self.model.on_train_step(self.global_step)
         images = batch["image"]
         batch_size = images.shape[0]
@@ -89,11 +89,11 @@ class SVIModule(pl.LightningModule):
         return outputs
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Log ``val/elbo``, the trained bound and the model's metrics; return the model's outputs for callbacks."""
+        """Log ``val/elbo``, the trained bound and model metrics; return outputs for callbacks."""
         return self._evaluation_step(batch, "val")
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Log ``test/elbo``, the trained bound and the model's metrics; return the model's outputs for callbacks."""
+        """Log ``test/elbo``, the trained bound and model metrics; return outputs for callbacks."""
         return self._evaluation_step(batch, "test")
 
     # -- optimisation ---------------------------------------------------------------------------
@@ -132,7 +132,7 @@ class SVIModule(pl.LightningModule):
         self._pending_param_store = dict(checkpoint.get(PARAM_STORE_KEY, {}))
 
     def restore_param_store(self) -> None:
-        """Put the param-store entries held since :meth:`on_load_checkpoint` into Pyro's store, on this device."""
+        """Move the entries held by :meth:`on_load_checkpoint` into Pyro's param store, on this device."""
         store = pyro.get_param_store()
         for name, value in self._pending_param_store.items():
             store[name] = value.to(self.device)

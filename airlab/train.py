@@ -118,7 +118,7 @@ def write_tensorboard_summary(trainer: pl.Trainer, config: dict[str, Any], metri
 def collect_metrics(
     trainer: pl.Trainer, fit_metrics: dict[str, Any], test_metrics: dict[str, Any], started: float, seed: int
 ) -> dict[str, Any]:
-    """The run's ``metrics.json``: val/test metrics, final ``train/elbo``, step, timings, throughput and seed."""
+    """The run's ``metrics.json``: val/test metrics, ``train/elbo``, step, timings, throughput, seed."""
     metrics: dict[str, Any] = {}
     for source in (fit_metrics, test_metrics):
         for key, value in source.items():
