@@ -72,7 +72,7 @@ class VAE(GenerativeModel):
         self.scale_to_dataset = scale_to_dataset
 
     def model(self, images: torch.Tensor) -> None:
-        """``p(x, z)``: ``z ~ N(0, I)`` per image; ``images`` observed as Bernoulli pixels of the decoded ``z``."""
+        """``p(x, z)``: ``z ~ N(0, I)`` per image; ``images`` are Bernoulli pixels of the decoded ``z``."""
         pyro.module("decoder", self.decoder)
         x = images.reshape(-1, self.x_dim)
         with pyro.plate("data", x.shape[0]):
