@@ -35,17 +35,21 @@ class CountLogger(pl.Callback):
         self._true: list[torch.Tensor] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse a model that infers no object counts."""
         require_object_counts(pl_module, "counts")
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        """Start collecting this validation's counts afresh."""
         self._inferred, self._true = [], []
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        """Keep the batch's inferred and true counts (from ``validation_step``'s outputs), on the CPU."""
         if isinstance(outputs, dict) and "inferred_count" in outputs:
             self._inferred.append(outputs["inferred_count"].detach().cpu())
             self._true.append(outputs["true_count"].detach().cpu())
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        """Log the confusion figure and the inferred-count histogram (rank zero, not during sanity checks)."""
         if trainer.sanity_checking or not self._inferred or not trainer.is_global_zero:
             return
         inferred, true = torch.cat(self._inferred), torch.cat(self._true)
@@ -71,9 +75,11 @@ class AttentionLogger(EpochImageLogger):
         self.num_errors = num_errors
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse a model that infers no object counts."""
         require_object_counts(pl_module, "attention")
 
     def log_images(self, writers, batch, pl_module, step: int) -> None:
+        """Log the attention, window and count-error pictures for ``batch``; skipped without true counts."""
         model = pl_module.model
         if "count" not in batch:
             return

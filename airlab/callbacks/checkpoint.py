@@ -16,6 +16,7 @@ class IntervalCheckpoint(ModelCheckpoint):
     """
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Save the top-k candidate and ``last.ckpt`` for the final step unless already saved."""
         if not self._should_skip_saving_checkpoint(trainer):
             candidates = self._monitor_candidates(trainer)
             if self.monitor is None or self.monitor in candidates:

@@ -47,6 +47,7 @@ class GradVarianceMonitor(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        """Measure and log at steps N, 2N, ... (rank zero, once per step, once the estimator is compiled)."""
         if self.every_n_steps <= 0:
             return
         step = trainer.global_step
@@ -89,6 +90,7 @@ class GradVarianceMonitor(pl.Callback):
         return result.scalars()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Reset the last measured step and log the monitor's cost when it is on."""
         self._last_step = -1
         if self.every_n_steps:
             log.info(

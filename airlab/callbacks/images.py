@@ -24,6 +24,7 @@ def validation_loader(trainer: pl.Trainer):
 
 
 def first_val_batch(trainer: pl.Trainer, num_images: int) -> dict[str, torch.Tensor] | None:
+    """The first ``num_images`` of the first validation batch, or None without a validation loader."""
     loader = validation_loader(trainer)
     if loader is None:
         return None
@@ -44,10 +45,12 @@ class EpochImageLogger(pl.Callback):
         self._last_logged_step = -1
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log pictures at every ``every_n_epochs``-th epoch (not during sanity checks)."""
         if not trainer.sanity_checking and trainer.current_epoch % self.every_n_epochs == 0:
             self._log(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log pictures of the final weights, unless that step was already logged."""
         self._log(trainer, pl_module)
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -65,6 +68,7 @@ class EpochImageLogger(pl.Callback):
         pl_module.train(was_training)
 
     def log_images(self, writers, batch, pl_module: pl.LightningModule, step: int) -> None:
+        """Write pictures of ``batch`` (the first ``num_images`` validation images) at ``step``."""
         raise NotImplementedError
 
 
@@ -72,6 +76,7 @@ class ReconstructionLogger(EpochImageLogger):
     """``val/reconstructions`` (inputs above reconstructions) and ``val/samples`` (prior draws)."""
 
     def log_images(self, writers, batch, pl_module: pl.LightningModule, step: int) -> None:
+        """Log inputs above their reconstructions, and ``num_images`` prior samples."""
         images = batch["image"].to(pl_module.device)
         model = pl_module.model
         recon = reconstruction_grid(images, model.reconstruct(images))

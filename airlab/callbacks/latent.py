@@ -61,6 +61,7 @@ class LatentSpaceLogger(RunEndCallback):
             )
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log the t-SNE at every ``every_n_epochs``-th epoch (0: only at the end of the run)."""
         every = self.every_n_epochs
         if every > 0 and not trainer.sanity_checking and trainer.current_epoch % every == 0:
             self._log(trainer, pl_module)

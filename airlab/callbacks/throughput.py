@@ -28,9 +28,11 @@ class ThroughputMonitor(pl.Callback):
         self.loop_time_s: float | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
+        """Start the ``loop_time_s`` clock."""
         self._loop_start = time.perf_counter()
 
     def on_train_end(self, trainer, pl_module) -> None:
+        """Stop the ``loop_time_s`` clock."""
         if self._loop_start is not None:
             self.loop_time_s = time.perf_counter() - self._loop_start
 
@@ -44,9 +46,11 @@ class ThroughputMonitor(pl.Callback):
             logger.log_metrics({"throughput/elapsed_s": elapsed}, step=trainer.global_step)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        """Start timing this training batch."""
         self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Add the batch time to the totals; log ``throughput/steps_per_s`` every ``log_every_n_steps``."""
         if self._batch_start is None:
             return
         elapsed = time.perf_counter() - self._batch_start
@@ -62,4 +66,5 @@ class ThroughputMonitor(pl.Callback):
 
     @property
     def overall_steps_per_s(self) -> float | None:
+        """Steps per second over all training batches of the fit, or None before the first."""
         return self.steps / self.train_time_s if self.train_time_s > 0 else None
