@@ -22,16 +22,22 @@ class AirlabError(Exception):
 
 
 class ConfigError(AirlabError):
+    """A bad config value; the message starts with the dotted ``key`` to change."""
+
     def __init__(self, key: str, message: str) -> None:
         self.key = key
         super().__init__(f"{key}: {message}")
 
 
 class DataError(AirlabError):
+    """Data that are missing, unreadable or do not fit the config."""
+
     pass
 
 
 class CheckpointError(AirlabError):
+    """A checkpoint that cannot be read or does not fit the configured model."""
+
     pass
 
 

@@ -100,6 +100,7 @@ class AIRCounts:
         self.first: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> None:
+        """Add one batch (one guide draw per image): counts, worst errors and the first images."""
         inferred = self.model.infer(batch["image"])
         self.inferred.append(inferred["count"].cpu())
         self.true.append(batch["count"].cpu())
@@ -109,6 +110,7 @@ class AIRCounts:
             self.first = (batch["image"][:n].cpu(), {k: v[:n].cpu() for k, v in inferred.items()})
 
     def results(self, split: str) -> tuple[dict[str, Any], torch.Tensor]:
+        """``<split>/count_accuracy`` and ``<split>/count_confusion``, and the confusion matrix."""
         inferred, true = torch.cat(self.inferred), torch.cat(self.true)
         max_count = int(max(self.model.max_steps, int(true.max())))
         confusion = count_confusion(inferred, true, max_count)
@@ -120,6 +122,7 @@ class AIRCounts:
     def pictures(
         self, run_dir: Path, confusion: torch.Tensor, scale: int = 1, writers=(), tag: str = "", step: int = 0
     ) -> dict[str, str]:
+        """Save (and log to ``writers``) the count pictures under ``run_dir``; file names by kind."""
         files = {}
         if self.first is not None:
             images, inferred = self.first
@@ -174,6 +177,7 @@ def vae_pictures(model, loader, settings: EvalSettings, run_dir: Path, split: st
 
 
 def print_table(results: dict[str, Any], split: str) -> None:
+    """Print the evaluation's bounds and metrics for ``split`` as a table."""
     from rich.console import Console
     from rich.table import Table
 

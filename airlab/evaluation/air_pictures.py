@@ -57,6 +57,8 @@ def windows_grid(
 
 @dataclass
 class CountError:
+    """One image whose inferred count is wrong, with what its picture needs."""
+
     severity: float  # |inferred - true|; ties keep the earliest image
     index: int
     true: int
@@ -76,6 +78,7 @@ class WorstCountErrors:
     seen: int = 0
 
     def add(self, images: torch.Tensor, true: torch.Tensor, inferred: dict[str, torch.Tensor]) -> None:
+        """Keep the batch's miscounted images, indexed across batches, as the ``limit`` worst so far."""
         counts = inferred["count"].cpu()
         severity = (counts - true.cpu()).abs()
         for i in severity.nonzero().flatten().tolist():

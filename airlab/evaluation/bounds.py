@@ -78,9 +78,11 @@ class LogMeanExp:
         self.count += log_w.shape[0]
 
     def log_mean_exp(self) -> torch.Tensor:
+        """``log mean_k exp(log_w_k)`` per image ``[B]``: the IWAE bound."""
         return self.log_sum_exp - math.log(self.count)
 
     def mean(self) -> torch.Tensor:
+        """The mean log-weight per image ``[B]``: the K-sample ELBO estimate."""
         return self.total / self.count
 
 
@@ -98,6 +100,7 @@ class ImageBounds:
 def image_bounds(
     model_fn: Callable, guide_fn: Callable, images: torch.Tensor, num_particles: int, chunk: int
 ) -> ImageBounds:
+    """ELBO and IWAE bounds per image from ``num_particles`` guide draws, ``chunk`` particles at a time."""
     accumulator = LogMeanExp()
     done = 0
     while done < num_particles:

@@ -33,6 +33,7 @@ MODEL_PREFIX = "model."
 
 
 def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
+    """The airlab checkpoint dict at ``path``, on the CPU; refuses anything else in one line."""
     if path is None or str(path) in ("", "None"):
         raise ConfigError("ckpt_path", "required: pass ckpt_path=<run>/checkpoints/last.ckpt")
     path = Path(path)
@@ -127,6 +128,7 @@ def config_differences(
 
 
 def check_model_target(trained: dict[str, Any], cfg: DictConfig, ckpt_path: str) -> None:
+    """Refuse a config whose model class differs from the one the checkpoint was trained with."""
     old, new = trained.get("model", {}).get("_target_"), cfg.model.get("_target_")
     if old != new:
         raise CheckpointError(

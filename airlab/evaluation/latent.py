@@ -99,6 +99,8 @@ def tsne_figure(embedding: np.ndarray, labels: np.ndarray | None, title: str = "
 
 @dataclass
 class TSNEResult:
+    """A t-SNE of the guide's latents (``embedding`` ``[N, 2]``), with the picture's path and the time."""
+
     embedding: np.ndarray  # [N, 2]
     labels: np.ndarray | None  # [N]
     latents: Latents

@@ -38,6 +38,9 @@ STEP_SITES = ("z_pres", "z_where", "z_what")  # the sample sites of one step, mo
 
 
 class AIR(GenerativeModel):
+    """Attend-Infer-Repeat (Eslami et al. 2016): up to ``max_steps`` objects, each with ``z_pres``,
+    ``z_where`` and ``z_what``, drawn onto one canvas; the guide proposes them step by step with an LSTM."""
+
     has_discrete_latents = True
     supports_vectorized_particles = False  # the guide's recursion runs over a [B, ...] batch
     has_object_counts = True
@@ -131,6 +134,7 @@ class AIR(GenerativeModel):
         return value if self.z_pres_prior_type == "bernoulli" else 1 - value
 
     def annealed_prior(self, step: int) -> float:
+        """The presence prior at ``step``: ``z_pres_prior`` annealed towards ``anneal_target``."""
         start, target = self.z_pres_prior, self.anneal_target
         if self.z_pres_anneal == "none" or step <= self.anneal_begin:
             return start
@@ -140,10 +144,12 @@ class AIR(GenerativeModel):
         return math.exp(math.log(start) + (math.log(target) - math.log(start)) * progress)
 
     def on_train_step(self, global_step: int) -> None:
+        """Set the presence prior to its annealed value for ``global_step``."""
         self.z_pres_prior_now.fill_(self.annealed_prior(global_step))
 
     # -- the generative story -----------------------------------------------------------------------
     def model(self, images: torch.Tensor) -> None:
+        """``p(x, z)``: up to ``max_steps`` objects drawn onto a canvas; ``images`` observed as ``obs``."""
         pyro.module("decoder", self.decoder)
         batch = images.shape[0]
         pixels = images.reshape(batch, -1)
@@ -168,6 +174,8 @@ class AIR(GenerativeModel):
             )
 
     def guide(self, images: torch.Tensor) -> None:
+        """``q(z | x)``: ``z_pres_t``, ``z_where_t`` and ``z_what_t`` per step from the LSTM state; with NVIL,
+        also each step's baseline value."""
         pyro.module("rnn", self.rnn)
         pyro.module("predict", self.predict)
         pyro.module("encoder", self.encoder)
@@ -256,6 +264,7 @@ class AIR(GenerativeModel):
         }
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """Reconstructions ``[B, 1, H, W]`` from one guide draw per image."""
         return self.infer(images)["reconstruction"]
 
     @torch.no_grad()
@@ -268,12 +277,15 @@ class AIR(GenerativeModel):
 
     # -- what the training glue and monitors read ------------------------------------------------
     def uses_decaying_avg_baseline(self) -> bool:
+        """Whether ``z_pres`` uses Pyro's decaying-average baseline (its state lives in the param store)."""
         return self.baseline == "decaying_avg"
 
     def baseline_parameters(self) -> Iterator[nn.Parameter]:
+        """The NVIL baseline network's parameters (none without it): trained at ``optim.baseline_lr``."""
         return iter(self.baseline_net.parameters()) if self.baseline_net is not None else iter(())
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by group (guide heads, RNN, encoder, decoder, baseline) for variance reports."""
         groups = {
             "guide/z_pres": list(self.predict.z_pres_head.parameters()),
             "guide/z_where": list(self.predict.z_where_head.parameters()),
@@ -310,6 +322,7 @@ class AIR(GenerativeModel):
     def evaluate(
         self, batch: dict[str, torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``count_accuracy`` of one guide draw per image; inferred and true counts ``[B]`` for callbacks."""
         inferred = self.infer(batch["image"])
         correct = (inferred["count"] == batch["count"]).float()
         return {"count_accuracy": correct.mean()}, {

@@ -35,6 +35,7 @@ class WindowDecoder(nn.Module):
         self.output_bias = output_bias
 
     def forward(self, z_what: torch.Tensor) -> torch.Tensor:
+        """Windows ``[N, w, w]`` from ``z_what`` ``[N, z_what_dim]``; in ``(0, 1)`` with ``sigmoid``."""
         out = self.net(z_what) + self.output_bias
         if self.sigmoid:
             out = torch.sigmoid(out)
@@ -49,6 +50,7 @@ class WindowEncoder(nn.Module):
         self.net = mlp([window_size**2, *hidden, 2 * z_what_dim])
 
     def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` of ``q(z_what)``, each ``[N, z_what_dim]``, from windows ``[N, w, w]``."""
         loc, raw_scale = self.net(window.flatten(1)).chunk(2, -1)
         return loc, F.softplus(raw_scale) + 1e-4
 
@@ -68,6 +70,7 @@ class StepPredictor(nn.Module):
         self.z_where_head = nn.Linear(width, 6)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The presence probability and the ``(loc, scale)`` of ``q(z_where)`` (each ``[B, 3]``)."""
         features = self.trunk(h)
         z_pres_prob = torch.sigmoid(self.z_pres_head(features))
         where_loc, where_scale = self.z_where_head(features).chunk(2, -1)
@@ -140,13 +143,16 @@ class NVILBaseline(nn.Module):
         self.scalar = scalar
 
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learned initial ``(h, c)``, each expanded to ``[batch_size, rnn_hidden]``."""
         return self.h_init.expand(batch_size, -1), self.c_init.expand(batch_size, -1)
 
     def project_image(self, image: torch.Tensor) -> torch.Tensor:
+        """The image's gate contribution ``[B, 4H]``, from the image detached from the guide."""
         return self.rnn.project_image(image.detach())
 
     def forward(
         self, image_gates: torch.Tensor, step_input: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One step: the predicted downstream cost ``[B]`` (times ``scalar``) and the new ``(h, c)``."""
         h, c = self.rnn.step(image_gates, step_input.detach(), state)
         return self.head(h).squeeze(-1) * self.scalar, (h, c)
