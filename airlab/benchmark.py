@@ -40,6 +40,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MB (``ru_maxrss`` is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -222,6 +223,8 @@ def compares_bare_loop(cfg: DictConfig) -> bool:
 
 
 def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
+    """Time airlab (and, where comparable, Pyro's bare SVI loop) over ``benchmark.repeats`` runs;
+    write ``benchmark.json`` and ``benchmark.md`` and return the medians."""
     bench = cfg.benchmark
     output_dir = Path(cfg.paths.output_dir)
     seed = 0 if cfg.get("seed") is None else int(cfg.seed)
@@ -279,6 +282,7 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
 
 
 def write_report(result: dict[str, Any], output_dir: Path) -> None:
+    """Write ``result`` to ``benchmark.json`` and its main figures as a markdown table to ``benchmark.md``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "benchmark.json").write_text(json.dumps(result, indent=2))
     rows = [

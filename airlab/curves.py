@@ -19,6 +19,8 @@ ELAPSED_TAG = "throughput/elapsed_s"
 
 @dataclass(frozen=True)
 class CurvePoint:
+    """One validation of a run: global step, wall time since training began, metric value."""
+
     step: int
     elapsed_s: float
     value: float
@@ -26,12 +28,15 @@ class CurvePoint:
 
 @dataclass
 class RunCurve:
+    """One run's validation metric over steps and time, with its final ``metrics.json``."""
+
     run_dir: Path
     seed: int | None
     points: list[CurvePoint]
     final: dict[str, float]  # metrics.json
 
     def first_reaching(self, threshold: float) -> CurvePoint | None:
+        """The first validation at which the metric reached ``threshold``, or None."""
         return next((p for p in self.points if p.value >= threshold), None)
 
 
@@ -113,6 +118,7 @@ def plot_curves(curves: list[RunCurve], path: Path, threshold: float = 0.95) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line: print the curves' markdown table and, with ``--out``, draw them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, help="write the plot here (PNG)")

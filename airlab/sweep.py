@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def summarise_sweep(sweep_dir: Path) -> Path | None:
+    """Write ``summary.csv`` in ``sweep_dir``: one row per job, its overrides and its ``metrics.json``.
+    Returns its path, or None when the sweep has no jobs."""
     rows: list[dict[str, Any]] = []
     for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()):
         row: dict[str, Any] = {"job": int(job_dir.name)}
@@ -40,7 +42,10 @@ def summarise_sweep(sweep_dir: Path) -> Path | None:
 
 
 class SweepSummary(Callback):
+    """Hydra callback: writes the sweep's ``summary.csv`` when a multirun ends."""
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Summarise the sweep directory and log where the summary went."""
         path = summarise_sweep(Path(config.hydra.sweep.dir))
         if path is not None:
             log.info("sweep summary: %s", path)

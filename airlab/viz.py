@@ -40,10 +40,12 @@ def reconstruction_grid(inputs: torch.Tensor, reconstructions: torch.Tensor) -> 
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+    """Images ``[N, C, H, W]``, clamped to ``[0, 1]``, as one grid ``[3, H', W']`` on the CPU."""
     return make_grid(images.clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=0.5)
 
 
 def save_grid(grid: torch.Tensor, path: str | Path) -> Path:
+    """Save ``grid`` as a PNG at ``path`` (parent folders created); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, str(path))

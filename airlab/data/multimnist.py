@@ -260,9 +260,11 @@ class MultiMNISTDataModule(InMemoryDataModule):
 
     @property
     def cache_dir(self) -> Path:
+        """Where the generated MultiMNIST splits are cached: ``data_dir/multimnist``."""
         return Path(self.data_dir) / "multimnist"
 
     def load_digits(self) -> MNISTSplits:
+        """The MNIST digits that the canvases are built from, split (loaded once)."""
         if self.splits is None:
             arrays = load_mnist(self.source, self.data_dir, self.download_timeout)
             self.splits = split_mnist(arrays, self.split_seed, self.val_fraction, self.test_fraction)
@@ -293,6 +295,7 @@ class MultiMNISTDataModule(InMemoryDataModule):
         }
 
     def load_split(self, split: str, progress: Callable[[int], None] | None = None) -> CacheEntry:
+        """The cache entry for ``split``: loaded if its parameters match, else built and saved (once)."""
         if split not in self.entries:
             images, labels = getattr(self.load_digits(), split)
             self.entries[split] = load_or_build(
@@ -308,10 +311,12 @@ class MultiMNISTDataModule(InMemoryDataModule):
     def prepare_data(self) -> None:
         # Lightning runs this on one process per node before setup(): the cache is built once, and the
         # other ranks then load it.
+        """Build or load every split's cache on one process, so that other ranks only load it."""
         for split in SPLITS:
             self.load_split(split)
 
     def setup(self, stage: str | None = None) -> None:
+        """Build each missing split: canvases with ``count``, ``digits`` and ``boxes`` annotations."""
         for split in SPLITS:
             if split not in self.datasets:
                 arrays = self.load_split(split).arrays
