@@ -41,6 +41,8 @@ from airlab.estimators import Estimator
 
 @dataclass
 class GroupStats:
+    """Gradient statistics of one parameter group over the K draws."""
+
     var: float  # trace of the covariance of the flattened gradient (divisor K-1)
     snr: float  # ||mean|| / sqrt(var)
     mean_sq_norm: float  # E ||g||^2
@@ -48,6 +50,8 @@ class GroupStats:
 
 @dataclass
 class VarianceResult:
+    """One measurement: statistics per parameter group, and the variance of each site's score term."""
+
     groups: dict[str, GroupStats]
     terms: dict[str, float]  # site -> total variance of its score-function term's gradient
     #: Groups whose parameters got no gradient in any draw (e.g. the baseline net under ``trace``).
@@ -145,6 +149,7 @@ def get_rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the RNG streams saved by :func:`get_rng_state`."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["random"])
     np.random.set_state(state["numpy"])
@@ -170,6 +175,7 @@ class ParamStoreSnapshot:
         }
 
     def restore(self) -> None:
+        """Put the saved values and entries back; drop entries created since, except the given tensors."""
         store = pyro.get_param_store()
         for name in [n for n, t in store._params.items() if n not in self.names and id(t) not in self.skip]:
             del store[name]

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def write_outputs(output: dict[str, Any], run_dir: Path) -> None:
+    """Write ``variance_report.json``, ``.md`` and ``.png`` under ``run_dir``, and the table and chart to
+    TensorBoard."""
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -51,6 +53,7 @@ def _columns(estimators: dict[str, Any], part: str) -> list[str]:
 
 
 def markdown_report(output: dict[str, Any]) -> str:
+    """The report as markdown: what was measured, a table per group statistic and per score term, skips."""
     estimators, config = output["estimators"], output["config"]
     groups, sites = _columns(estimators, "groups"), _columns(estimators, "terms")
     model = str(config["model"].get("_target_", "?")).rsplit(".", 1)[-1]

@@ -46,6 +46,8 @@ OFF_VALUES = (None, "none", False)
 
 @dataclasses.dataclass
 class Configuration:
+    """One estimator configuration to measure: an ``elbo`` option and overrides of it and of the model."""
+
     name: str
     elbo: str
     elbo_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -68,6 +70,7 @@ def config_dirs() -> list[Path]:
 
 
 def load_group_option(group: str, option: str, key: str) -> DictConfig:
+    """The ``option`` YAML of config ``group``; refuses an unknown option naming ``key``."""
     for directory in config_dirs():
         path = directory / group / f"{option}.yaml"
         if path.is_file():
@@ -157,6 +160,7 @@ def configuration_cfg(cfg: DictConfig, model_cfg: DictConfig, conf: Configuratio
 
 
 def load_weights(module: SVIModule, state: dict[str, torch.Tensor], name: str) -> None:
+    """Load the base weights into ``module``'s model; missing and unused tensors are logged, not refused."""
     try:
         missing, unexpected = module.model.load_state_dict(state, strict=False)
     except RuntimeError as err:
@@ -213,6 +217,8 @@ def warmup_batches(
 
 
 def run_variance_report(cfg: DictConfig) -> dict[str, Any]:
+    """Measure the gradient variance of every configuration on one batch, from the same weights; write
+    the report and return it."""
     validate_config(cfg)
     report = cfg.report
     device = check_report(report)
