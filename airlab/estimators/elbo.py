@@ -84,7 +84,7 @@ class Estimator:
 
     def __call__(self, model: Callable, guide: Callable, *args, scale: float = 1.0) -> LossOutput:
         """Estimate for one batch: ``loss`` is the negative bound (detached); ``surrogate``'s gradient is
-        the estimator's gradient. ``scale`` multiplies every log-probability (the dataset scale)."""
+        the estimator's gradient. ``scale`` is the dataset scale ``N/B`` (see ``SVIModule.loss_scale``)."""
         raise NotImplementedError
 
 
@@ -126,7 +126,7 @@ class _ParticleEstimator(Estimator):
 
 
 class TraceEstimator(_ParticleEstimator):
-    """``Trace_ELBO``: reparameterised gradients, plus score-function terms weighted by downstream cost."""
+    """``Trace_ELBO``: pathwise gradients, plus score terms weighted by the whole (detached) log-ratio."""
 
     name = "trace"
 
