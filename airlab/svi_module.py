@@ -89,11 +89,11 @@ class SVIModule(pl.LightningModule):
         return outputs
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Log ``val/elbo``, the trained bound and model metrics; return outputs for callbacks."""
+        """Log ``val/elbo``, the trained bound if reported, model metrics; return outputs for callbacks."""
         return self._evaluation_step(batch, "val")
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Log ``test/elbo``, the trained bound and model metrics; return outputs for callbacks."""
+        """Log ``test/elbo``, the trained bound if reported, model metrics; return outputs for callbacks."""
         return self._evaluation_step(batch, "test")
 
     # -- optimisation ---------------------------------------------------------------------------
