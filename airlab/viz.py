@@ -27,6 +27,11 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
+#: Nearest-neighbour enlargement of every picture airlab writes (TensorBoard and PNG): the default of the
+#: picture callbacks' ``picture_scale`` and of evaluate's ``eval.picture_scale``.
+PICTURE_SCALE = 2
+
+
 def upscale(grid: torch.Tensor, factor: int) -> torch.Tensor:
     """Nearest-neighbour enlargement, so that 28-pixel digits are visible in an image viewer."""
     return grid.repeat_interleave(factor, -1).repeat_interleave(factor, -2) if factor > 1 else grid

@@ -8,7 +8,7 @@ from airlab.errors import report_user_errors
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="benchmark")
 def main(cfg: DictConfig) -> None:
-    from airlab.benchmark import run_benchmark
+    from airlab.tasks.benchmark import run_benchmark
 
     report_user_errors(run_benchmark, cfg)
 

@@ -8,7 +8,7 @@ from airlab.errors import report_user_errors
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from airlab.evaluate import evaluate
+    from airlab.tasks.evaluate import evaluate
 
     report_user_errors(evaluate, cfg)
 

@@ -8,7 +8,7 @@ from airlab.errors import report_user_errors
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from airlab.train import train
+    from airlab.tasks.train import train
 
     return report_user_errors(train, cfg)
 

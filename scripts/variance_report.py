@@ -11,7 +11,7 @@ from airlab.errors import report_user_errors
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="variance_report")
 def main(cfg: DictConfig) -> None:
-    from airlab.variance_report import run_variance_report
+    from airlab.tasks.variance_report import run_variance_report
 
     report_user_errors(run_variance_report, cfg)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from airlab.benchmark import run_benchmark
+from airlab.tasks.benchmark import run_benchmark
 from tests.conftest import TINY_AIR_MODEL
 
 TINY_AIR = [

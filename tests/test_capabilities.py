@@ -7,15 +7,15 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
-from airlab.benchmark import compares_bare_loop
-from airlab.callbacks.air import AttentionLogger, CountLogger
-from airlab.callbacks.latent import LatentSpaceLogger
+from airlab.callbacks.latent_space import LatentSpaceLogger
+from airlab.callbacks.object_counts import AttentionLogger, CountLogger
 from airlab.callbacks.run_end import RunEndCallback
 from airlab.callbacks.throughput import ThroughputMonitor
 from airlab.errors import ConfigError
 from airlab.models.air import AIR
 from airlab.models.base import GenerativeModel
 from airlab.models.vae import VAE
+from airlab.tasks.benchmark import compares_bare_loop
 
 
 def test_models_declare_their_capabilities():

@@ -53,7 +53,10 @@ def test_every_yaml_key_is_a_parameter_of_its_target(make_cfg):
     assert {"airlab.models.air.AIR", "airlab.data.multimnist.MultiMNISTDataModule"} <= targets
     assert {"torch.optim.RMSprop", "pyro.optim.clipped_adam.ClippedAdam"} <= targets
     assert {"airlab.estimators.JitTraceGraphEstimator", "pytorch_lightning.Trainer"} <= targets
-    assert {"airlab.callbacks.latent.LatentSpaceLogger", "pytorch_lightning.loggers.CSVLogger"} <= targets
+    assert {
+        "airlab.callbacks.latent_space.LatentSpaceLogger",
+        "pytorch_lightning.loggers.CSVLogger",
+    } <= targets
 
 
 def test_every_airlab_parameter_is_in_the_yaml_with_the_signature_default(make_cfg):

@@ -22,7 +22,7 @@ from airlab.evaluation.bounds import (
     particle_log_weights,
     summarise,
 )
-from airlab.evaluation.latent import latent_pictures, latent_tsne, most_active_dims
+from airlab.evaluation.latent_pictures import latent_pictures, latent_tsne, most_active_dims
 from airlab.models.vae import VAE
 
 
@@ -120,7 +120,7 @@ def test_tsne_has_one_point_per_input_and_a_png(vae, digits, tmp_path):
 
 
 def test_traversal_and_interpolation_grids(vae, digits):
-    from airlab.evaluation.latent import collect_latents
+    from airlab.evaluation.latent_pictures import collect_latents
 
     latents = collect_latents(vae, [digits], 32)
     assert latents.means.shape == (32, 5)
@@ -161,7 +161,7 @@ def test_air_pictures_and_worst_errors_on_a_hand_made_batch(tmp_path):
 
 
 def test_interpolation_pairs_join_different_digits_across_the_classes():
-    from airlab.evaluation.latent import interpolation_pairs, spread_indices
+    from airlab.evaluation.latent_pictures import interpolation_pairs, spread_indices
 
     labels = torch.tensor([0, 0, 1, 1, 2, 3, 3])
     pairs = interpolation_pairs(labels, 6)

@@ -16,13 +16,13 @@ import torch
 from pytorch_lightning.loggers import Logger
 from torch import nn
 
-from airlab.callbacks.grad_variance import GradVarianceMonitor
 from airlab.errors import ConfigError
 from airlab.estimators import JitTraceGraphEstimator, TraceEstimator, TraceGraphEstimator
 from airlab.models.base import GenerativeModel
 from airlab.svi_module import SVIModule
-from airlab.train import train
-from airlab.variance import gradient_variance
+from airlab.tasks.train import train
+from airlab.variance.estimate import gradient_variance
+from airlab.variance.monitor import GradVarianceMonitor
 from tests.conftest import FAST, read_events, run_script
 
 MU = [1.0, -0.5, 0.3, 2.0, 0.0]
@@ -253,7 +253,7 @@ def test_off_does_no_work(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("measured while off")
 
-    monkeypatch.setattr("airlab.callbacks.grad_variance.gradient_variance", fail)
+    monkeypatch.setattr("airlab.variance.monitor.gradient_variance", fail)
     # None for trainer, module and batch: touching any of them would raise.
     GradVarianceMonitor(every_n_steps=0, num_samples=16).on_train_batch_start(None, None, None, 0)
 
@@ -313,7 +313,7 @@ def test_variance_report_script_on_the_vae(tmp_path):
     ],
 )
 def test_report_user_errors_name_the_key(make_cfg, override, message):
-    from airlab.variance_report import run_variance_report
+    from airlab.tasks.variance_report import run_variance_report
 
     with pytest.raises(ConfigError) as err:
         run_variance_report(make_cfg(FAST + [override], name="variance_report"))
@@ -322,7 +322,7 @@ def test_report_user_errors_name_the_key(make_cfg, override, message):
 
 def test_variance_report_from_a_checkpoint(make_cfg, tmp_path):
     from airlab.errors import CheckpointError
-    from airlab.variance_report import run_variance_report
+    from airlab.tasks.variance_report import run_variance_report
 
     trained = make_cfg(FAST + ["seed=0", "trainer.max_steps=2", "model.z_dim=7"], run="train")
     train(trained)

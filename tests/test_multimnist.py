@@ -3,7 +3,6 @@ the config and the script."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import logging
@@ -239,17 +238,9 @@ def test_bad_values_are_one_line_errors_naming_the_key(make_cfg, override, messa
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "generate_multimnist", REPO_ROOT / "scripts/generate_multimnist.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_builds_then_loads_and_prints_a_table(make_cfg, tmp_path, capsys):
-    script = load_script()
+    import airlab.tasks.generate_multimnist as script
+
     overrides = ["data.source=bundled", *(f"data.{k}={v}" for k, v in SMALL.items())]
     for status in ("built", "loaded"):
         script.generate(make_cfg(overrides, name="generate_multimnist"))

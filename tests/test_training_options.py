@@ -16,7 +16,7 @@ import torch
 from airlab.estimators import TraceEstimator
 from airlab.models.vae import VAE
 from airlab.svi_module import SVIModule
-from airlab.train import train
+from airlab.tasks.train import train
 from tests.conftest import FAST, read_events
 
 # -- the N/B loss scale ------------------------------------------------------------------------------

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
+
 import pytorch_lightning as pl
 import torch
 
-from airlab.viz import image_grid, reconstruction_grid
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+from airlab.config.options import Range
+from airlab.viz import PICTURE_SCALE, image_grid, reconstruction_grid, upscale
 
 
 def tensorboard_writers(trainer: pl.Trainer):
@@ -36,13 +43,26 @@ class EpochImageLogger(pl.Callback):
     """Logs pictures after every ``every_n_epochs``-th validation and once more when training ends.
 
     Encoding PNGs costs tens of milliseconds, a sizeable share of a short MNIST epoch, hence the
-    interval. Subclasses implement ``log_images``.
+    interval. Pictures are enlarged ``picture_scale`` times, as evaluate's PNGs are. Subclasses implement
+    ``log_images`` and write their grids with ``add_grid``.
     """
 
-    def __init__(self, num_images: int = 16, every_n_epochs: int = 5) -> None:
+    def __init__(
+        self,
+        num_images: Annotated[int, Range(ge=1)] = 16,
+        every_n_epochs: Annotated[int, Range(ge=1)] = 5,
+        picture_scale: Annotated[int, Range(ge=1)] = PICTURE_SCALE,
+    ) -> None:
         self.num_images = num_images
         self.every_n_epochs = every_n_epochs
+        self.picture_scale = picture_scale
         self._last_logged_step = -1
+
+    def add_grid(self, writers: Sequence[SummaryWriter], tag: str, grid: torch.Tensor, step: int) -> None:
+        """Write ``grid`` to every writer under ``tag``, enlarged ``picture_scale`` times."""
+        grid = upscale(grid, self.picture_scale)
+        for writer in writers:
+            writer.add_image(tag, grid, step)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log pictures at every ``every_n_epochs``-th epoch (not during sanity checks)."""
@@ -79,8 +99,7 @@ class ReconstructionLogger(EpochImageLogger):
         """Log inputs above their reconstructions, and ``num_images`` prior samples."""
         images = batch["image"].to(pl_module.device)
         model = pl_module.model
-        recon = reconstruction_grid(images, model.reconstruct(images))
-        samples = image_grid(model.sample(self.num_images))
-        for writer in writers:
-            writer.add_image("val/reconstructions", recon, step)
-            writer.add_image("val/samples", samples, step)
+        self.add_grid(
+            writers, "val/reconstructions", reconstruction_grid(images, model.reconstruct(images)), step
+        )
+        self.add_grid(writers, "val/samples", image_grid(model.sample(self.num_images)), step)

@@ -1,8 +1,9 @@
-"""Training speed: ``throughput/steps_per_s`` over the optimizer steps of the fit."""
+"""Training speed: ``throughput/*`` over the optimizer steps of the fit."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytorch_lightning as pl
 
@@ -11,10 +12,11 @@ class ThroughputMonitor(pl.Callback):
     """Steps per second of wall time spent in training batches (validation excluded), and the time
     since training began at each validation (``throughput/elapsed_s``).
 
-    ``steps_per_s`` is logged every ``log_every_n_steps`` steps; ``overall_steps_per_s`` covers the
-    whole fit and goes into metrics.json, as does ``loop_time_s``: the wall time from the first
-    training step's set-up (``on_train_start``) to the end of the last epoch, validation and
-    checkpoints included, Trainer set-up and teardown excluded.
+    ``throughput/steps_per_s`` is logged every ``log_every_n_steps`` steps. At the end of every training
+    epoch it logs, through the module (so they reach ``trainer.callback_metrics`` and metrics.json):
+    ``throughput/mean_steps_per_s`` over all training batches so far, ``throughput/train_time_s`` (their
+    wall time) and ``throughput/loop_time_s``, the wall time since the first training step's set-up
+    (``on_train_start``), validation and checkpoints included, Trainer set-up and teardown excluded.
     """
 
     def __init__(self, log_every_n_steps: int = 50) -> None:
@@ -27,16 +29,22 @@ class ThroughputMonitor(pl.Callback):
         self._loop_start: float | None = None
         self.loop_time_s: float | None = None
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start the ``loop_time_s`` clock."""
         self._loop_start = time.perf_counter()
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        """Stop the ``loop_time_s`` clock."""
-        if self._loop_start is not None:
-            self.loop_time_s = time.perf_counter() - self._loop_start
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log the fit's throughput so far: mean steps/s, time in training batches, loop time."""
+        if self._loop_start is None:
+            return
+        self.loop_time_s = time.perf_counter() - self._loop_start
+        totals = {"throughput/loop_time_s": self.loop_time_s, "throughput/train_time_s": self.train_time_s}
+        if self.overall_steps_per_s is not None:
+            totals["throughput/mean_steps_per_s"] = self.overall_steps_per_s
+        for name, value in totals.items():
+            pl_module.log(name, value, on_step=False, on_epoch=True, rank_zero_only=True)
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """``throughput/elapsed_s`` at every validation: wall time since training began (validation
         included), the x axis of accuracy-against-time curves."""
         if self._loop_start is None or trainer.sanity_checking:
@@ -45,11 +53,15 @@ class ThroughputMonitor(pl.Callback):
         for logger in trainer.loggers:
             logger.log_metrics({"throughput/elapsed_s": elapsed}, step=trainer.global_step)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         """Start timing this training batch."""
         self._batch_start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         """Add the batch time to the totals; log ``throughput/steps_per_s`` every ``log_every_n_steps``."""
         if self._batch_start is None:
             return

@@ -40,7 +40,7 @@ TOP_LEVEL: dict[str, Any] = {
 
 #: Keys a config node carries beside its ``_target_``'s parameters, by the node's path, each with the
 #: class whose signature takes it. ``optim.baseline_lr`` is no optimizer argument: the SVI module gives
-#: it to the baselines' parameter group (airlab.train.build_module pops it before building the optimizer).
+#: it to the baselines' parameter group (airlab.build.build_optimizer pops it before building the optimizer).
 EXTRA_KEYS: dict[str, dict[str, str]] = {"optim": {"baseline_lr": "airlab.svi_module.SVIModule"}}
 
 #: Constructor parameters that the builder fills, by the node's path; they are not config keys. The model

@@ -27,6 +27,7 @@ from pyro.ops.provenance import detach_provenance
 from torch import nn
 
 from airlab.config.options import OneOf, Range
+from airlab.evaluation.counts import count_accuracy
 from airlab.models.air_nets import ImageLSTMCell, NVILBaseline, StepPredictor, WindowDecoder, WindowEncoder
 from airlab.models.base import GenerativeModel
 from airlab.models.spatial import image_to_window, window_to_image
@@ -324,8 +325,7 @@ class AIR(GenerativeModel):
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """``count_accuracy`` of one guide draw per image; inferred and true counts ``[B]`` for callbacks."""
         inferred = self.infer(batch["image"])
-        correct = (inferred["count"] == batch["count"]).float()
-        return {"count_accuracy": correct.mean()}, {
+        return {"count_accuracy": count_accuracy(inferred["count"], batch["count"])}, {
             "inferred_count": inferred["count"],
             "true_count": batch["count"],
         }

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 
 import pytorch_lightning as pl
 import torch
 
 from airlab.callbacks.images import tensorboard_writers, validation_loader
 from airlab.callbacks.run_end import RunEndCallback
+from airlab.config.options import Range
 from airlab.errors import ConfigError
-from airlab.evaluation.latent import latent_pictures, latent_tsne
+from airlab.evaluation.latent_pictures import latent_pictures, latent_tsne
+from airlab.viz import PICTURE_SCALE, upscale
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ class LatentSpaceLogger(RunEndCallback):
         seed: int = 0,
         perplexity: float = 30.0,
         pictures: bool = True,
+        picture_scale: Annotated[int, Range(ge=1)] = PICTURE_SCALE,
     ) -> None:
         self.enabled = enabled
         self.num_points = num_points
@@ -47,6 +51,7 @@ class LatentSpaceLogger(RunEndCallback):
         self.seed = seed
         self.perplexity = perplexity
         self.pictures = pictures
+        self.picture_scale = picture_scale
         self._last_logged_step = -1
         self.last_result = None  # the latest TSNEResult, for tests and notebooks
 
@@ -108,4 +113,4 @@ class LatentSpaceLogger(RunEndCallback):
             model.train(was_training)
             for writer in writers:
                 for name, grid in grids.items():
-                    writer.add_image(f"val/{name}", grid, trainer.global_step)
+                    writer.add_image(f"val/{name}", upscale(grid, self.picture_scale), trainer.global_step)

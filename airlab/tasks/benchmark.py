@@ -23,20 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import pyro
-import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, open_dict
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO
 
+from airlab.build import build_datamodule, build_model, build_module, start_task
+from airlab.config.compose import compose_config
 from airlab.estimators import elbo_estimate
+from airlab.training import run_training
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# The monitor that times a run whose config has none (callbacks=none): the loop time is what we measure.
+THROUGHPUT_MONITOR = {"_target_": "airlab.callbacks.throughput.ThroughputMonitor"}
 
 
 def peak_rss_mb() -> float:
@@ -46,12 +47,11 @@ def peak_rss_mb() -> float:
 
 def bare_svi_loop(cfg: DictConfig, epochs: int, seed: int) -> dict[str, Any]:
     """Pyro's SVI loop with the config's model, data and Adam settings; time excludes set-up."""
-    pyro.clear_param_store()
-    pl.seed_everything(seed, workers=True)
+    start_task(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup()
-    model = instantiate(cfg.model, image_shape=datamodule.image_shape).to(device)
+    model = build_model(cfg.model, datamodule).to(device)
     svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": cfg.optim.lr}), Trace_ELBO())
     steps, val_elbo = 0, float("nan")
     started = time.perf_counter()
@@ -70,52 +70,44 @@ def bare_svi_loop(cfg: DictConfig, epochs: int, seed: int) -> dict[str, Any]:
 
 
 def airlab_run(cfg: DictConfig, run_dir: Path, seed: int) -> dict[str, Any]:
-    """One training run through airlab's task. ``time_s`` is the training loop, from Lightning's
-    ``on_train_start`` to ``on_train_end`` (the bare loop's scope: start-up excluded); ``fit_time_s``
-    adds the Trainer's set-up and teardown."""
-    from airlab.train import train
-
+    """One training run (:func:`airlab.training.run_training`). ``time_s`` is the training loop, from
+    Lightning's ``on_train_start`` to the last epoch's end (the bare loop's scope: start-up excluded);
+    ``fit_time_s`` adds the Trainer's set-up and teardown. The loop is timed by the throughput monitor,
+    added when the config has none (``callbacks=none``)."""
     run_cfg = deepcopy(cfg)
     with open_dict(run_cfg):
         run_cfg.seed = seed
         run_cfg.paths.output_dir = str(run_dir)
         run_cfg.pop("benchmark", None)
+        if not (run_cfg.get("callbacks") or {}).get("throughput"):
+            run_cfg.callbacks = {**(run_cfg.get("callbacks") or {}), "throughput": THROUGHPUT_MONITOR}
     for node in (run_cfg.get("callbacks") or {}).values():
         if node is not None and "dirpath" in node:
             node.dirpath = str(run_dir / "checkpoints")
     for node in (run_cfg.get("logger") or {}).values():
         if node is not None and "save_dir" in node:
             node.save_dir = str(run_dir)
-    train(run_cfg)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = run_training(run_cfg)
+    loop_time_s = metrics["throughput/loop_time_s"]
     return {
-        "time_s": metrics["loop_time_s"],
+        "time_s": loop_time_s,
         "fit_time_s": metrics["fit_time_s"],
         "steps": metrics["global_step"],
-        "steps_per_s": metrics["global_step"] / metrics["loop_time_s"],
+        "steps_per_s": metrics["global_step"] / loop_time_s,
         "val/elbo": metrics.get("val/elbo"),
         "val/count_accuracy": metrics.get("val/count_accuracy"),
     }
-
-
-def compose_train_config(overrides: list[str]) -> DictConfig:
-    """``configs/train.yaml`` with ``overrides``, as ``scripts/train.py`` would compose it."""
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path
-        return compose(config_name="train", overrides=overrides)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
 
 
 def pyro_tracegraph_loop(cfg: DictConfig, steps: int, seed: int) -> dict[str, Any]:
     """``SVI(..., TraceGraph_ELBO())`` on the config's model and batches, as in Pyro's AIR example: the
     data plate scaled to the training set, baselines at ``optim.baseline_lr``. Times ``steps`` steps,
     data loading included, like the training task's loop time."""
-    pyro.clear_param_store()
-    pl.seed_everything(seed, workers=True)
+    start_task(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
-    model = instantiate(cfg.model, image_shape=datamodule.image_shape).to(device)
+    model = build_model(cfg.model, datamodule).to(device)
     lr, baseline_lr = float(cfg.optim.lr), cfg.optim.get("baseline_lr")
 
     def per_param(module_name: str, param_name: str) -> dict[str, float]:
@@ -143,15 +135,12 @@ def pyro_tracegraph_loop(cfg: DictConfig, steps: int, seed: int) -> dict[str, An
 def grad_variance_seconds(cfg: DictConfig, seed: int) -> float | None:
     """The time of one measurement of the config's gradient-variance monitor on a training batch (the
     second of two: the first pays one-off set-up). ``None`` when the monitor is off."""
-    from airlab.train import build_module
-
     node = (cfg.get("callbacks") or {}).get("grad_variance")
     if not node or "_target_" not in node or int(node.every_n_steps) <= 0:
         return None
-    pyro.clear_param_store()
-    pl.seed_everything(seed, workers=True)
+    start_task(seed)
     monitor = instantiate(node)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
     module.train()
@@ -173,10 +162,10 @@ def run_air_benchmark(cfg: DictConfig, output_dir: Path, seed: int) -> dict[str,
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in [*variants, "pyro_tracegraph"]}
     for repeat in range(int(bench.repeats)):
         for name, extra in variants.items():
-            air_cfg = compose_train_config([*overrides, *extra])
+            air_cfg = compose_config("train", [*overrides, *extra])
             runs[name].append(airlab_run(air_cfg, output_dir / f"air_{name}_run{repeat}", seed))
             log.info("AIR %s, repeat %d: %.3f steps/s", name, repeat, runs[name][-1]["steps_per_s"])
-        runs["pyro_tracegraph"].append(pyro_tracegraph_loop(compose_train_config(overrides), steps, seed))
+        runs["pyro_tracegraph"].append(pyro_tracegraph_loop(compose_config("train", overrides), steps, seed))
         log.info(
             "AIR Pyro TraceGraph_ELBO, repeat %d: %.3f steps/s",
             repeat,
@@ -203,7 +192,7 @@ def run_air_benchmark(cfg: DictConfig, output_dir: Path, seed: int) -> dict[str,
     result["callbacks_overhead"] = result["no_callbacks_steps_per_s"] / result["steps_per_s"] - 1
     # The gradient-variance monitor fires every N steps, usually after the timed runs end: its cost is
     # measured on its own and spread over N steps.
-    default_cfg = compose_train_config(overrides)
+    default_cfg = compose_config("train", overrides)
     measure_s = grad_variance_seconds(default_cfg, seed)
     if measure_s is not None:
         interval = int(default_cfg.callbacks.grad_variance.every_n_steps)

@@ -7,15 +7,17 @@ Everything here needs a model that declares ``has_latent_space`` (``encode`` giv
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from airlab.evaluation.progress import progress_bar
-from airlab.viz import image_grid, pyplot, save_figure
+from airlab.evaluation.settings import EvalSettings
+from airlab.viz import image_grid, pyplot, reconstruction_grid, save_figure, save_grid, upscale
 
 TSNE_TAG = "val/latent_tsne"
 PROJECTOR_TAG = "latent_means"
@@ -220,3 +222,47 @@ def latent_pictures(
         ends = means[[j for _, j in pairs]]
         pictures["interpolation"] = interpolation_grid(model, starts, ends)
     return pictures
+
+
+def vae_pictures(
+    model: torch.nn.Module,
+    loader: Iterable[dict[str, torch.Tensor]],
+    settings: EvalSettings,
+    run_dir: Path,
+    split: str,
+    writers: Sequence[Any],
+    step: int,
+) -> tuple[dict[str, str], TSNEResult | None]:
+    """A checkpoint's latent space: t-SNE, traversal, interpolation, reconstructions and prior samples,
+    saved under ``run_dir`` and logged to ``writers`` at ``settings.picture_scale``; (files, t-SNE)."""
+    files: dict[str, str] = {}
+    scale = settings.picture_scale
+    result = None
+    if settings.tsne:
+        result = latent_tsne(
+            model,
+            loader,
+            settings.tsne_points,
+            seed=settings.seed,
+            perplexity=settings.tsne_perplexity,
+            output_path=run_dir / "latent_tsne.png",
+            writers=writers,
+            step=step,
+            progress=settings.progress,
+            tag=f"{split}/latent_tsne",
+        )
+        files["latent_tsne"] = result.path.name
+    if settings.pictures:
+        latents = result.latents if result is not None else collect_latents(model, loader, 512)
+        with torch.no_grad():
+            grids = latent_pictures(model, latents, num_dims=settings.traverse_dims)
+            chosen = spread_indices(len(latents.images), settings.num_images)
+            inputs = latents.images[chosen].to(next(model.parameters()).device)
+            grids["reconstructions"] = reconstruction_grid(inputs, model.reconstruct(inputs))
+            grids["samples"] = image_grid(model.sample(settings.num_images))
+        for name, grid in grids.items():
+            grid = upscale(grid, scale)
+            files[name] = save_grid(grid, run_dir / f"{name}.png").name
+            for writer in writers:
+                writer.add_image(f"{split}/{name}", grid, step)
+    return files, result

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from airlab.variance import gradient_variance
+from airlab.variance.estimate import gradient_variance
 
 log = logging.getLogger(__name__)
 

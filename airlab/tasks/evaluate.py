@@ -1,7 +1,7 @@
 """The evaluation task: a checkpoint's bounds, counts and pictures on a split (``scripts/evaluate.py``).
 
 The checkpoint is rebuilt with the config it was trained with, the command-line overrides replayed on
-top (:mod:`airlab.evaluation.checkpoint`). On ``eval.split`` it computes the ELBO and the
+top (:mod:`airlab.config.replay`, :mod:`airlab.checkpoints`). On ``eval.split`` it computes the ELBO and the
 importance-weighted bound with ``eval.iwae_k`` samples per image (:mod:`airlab.evaluation.bounds`),
 AIR's count accuracy and confusion matrix, and the pictures; it writes ``evaluation.json`` and the
 PNGs in the run directory and prints a table.
@@ -14,55 +14,27 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import pyro
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from airlab import quiet_third_party_warnings
-from airlab.config import OneOf, Range, check_node, resolve_device, validate_config
-from airlab.evaluation.air_pictures import WorstCountErrors, attention_grid, boxed, windows_grid
+from airlab.build import build_datamodule, start_task
+from airlab.checkpoints import load_checkpoint, load_model
+from airlab.config import check_node, resolve_device, validate_config
+from airlab.config.replay import merge_overrides
 from airlab.evaluation.bounds import dataset_bounds, summarise
-from airlab.evaluation.checkpoint import load_checkpoint, load_model, merge_overrides
-from airlab.evaluation.latent import (
-    collect_latents,
-    latent_pictures,
-    latent_tsne,
-    spread_indices,
-)
-from airlab.metrics import count_accuracy, count_confusion
+from airlab.evaluation.counts import AIRCounts
+from airlab.evaluation.latent_pictures import vae_pictures
+from airlab.evaluation.settings import EvalSettings
 from airlab.svi_module import CONFIG_KEY
-from airlab.viz import confusion_figure, image_grid, reconstruction_grid, save_figure, save_grid, upscale
 
 log = logging.getLogger(__name__)
 
 FALLBACK_GROUPS = ("model", "data", "elbo", "optim", "trainer", "logger", "callbacks", "paths")
 RESULTS_FILE = "evaluation.json"
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """The ``eval.*`` options; their values (and defaults) are in configs/evaluate.yaml."""
-
-    split: Annotated[str, OneOf(("test", "val"))]
-    iwae_k: Annotated[int, Range(ge=1)]
-    iwae_chunk: Annotated[int, Range(ge=1)]
-    seed: Annotated[int, Range(ge=0)]
-    device: Annotated[str, OneOf(("auto", "cpu", "cuda"))]
-    progress: bool
-    tsne: bool
-    tsne_points: Annotated[int, Range(ge=4)]
-    tsne_perplexity: Annotated[float, Range(gt=0)]
-    pictures: bool
-    num_images: Annotated[int, Range(ge=1)]
-    traverse_dims: Annotated[int, Range(ge=1)]
-    num_errors: Annotated[int, Range(ge=1)]
-    picture_scale: Annotated[int, Range(ge=1)]
-    tensorboard: bool
 
 
 def hydra_context() -> tuple[list[str], tuple[str, ...]]:
@@ -87,93 +59,6 @@ def evaluation_config(
         merged.ckpt_path = None  # resuming is not what this run does
     validate_config(merged)
     return merged
-
-
-class AIRCounts:
-    """Count accuracy, confusion and pictures from one guide draw per image (as ``val/count_accuracy``)."""
-
-    def __init__(self, model: torch.nn.Module, num_images: int, num_errors: int) -> None:
-        self.model, self.num_images = model, num_images
-        self.inferred: list[torch.Tensor] = []
-        self.true: list[torch.Tensor] = []
-        self.errors = WorstCountErrors(num_errors)
-        self.first: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> None:
-        """Add one batch (one guide draw per image): counts, worst errors and the first images."""
-        inferred = self.model.infer(batch["image"])
-        self.inferred.append(inferred["count"].cpu())
-        self.true.append(batch["count"].cpu())
-        self.errors.add(batch["image"], batch["count"], inferred)
-        if self.first is None:
-            n = self.num_images
-            self.first = (batch["image"][:n].cpu(), {k: v[:n].cpu() for k, v in inferred.items()})
-
-    def results(self, split: str) -> tuple[dict[str, Any], torch.Tensor]:
-        """``<split>/count_accuracy`` and ``<split>/count_confusion``, and the confusion matrix."""
-        inferred, true = torch.cat(self.inferred), torch.cat(self.true)
-        max_count = int(max(self.model.max_steps, int(true.max())))
-        confusion = count_confusion(inferred, true, max_count)
-        return {
-            f"{split}/count_accuracy": count_accuracy(inferred, true),
-            f"{split}/count_confusion": confusion.tolist(),
-        }, confusion
-
-    def pictures(
-        self, run_dir: Path, confusion: torch.Tensor, scale: int = 1, writers=(), tag: str = "", step: int = 0
-    ) -> dict[str, str]:
-        """Save (and log to ``writers``) the count pictures under ``run_dir``; file names by kind."""
-        files = {}
-        if self.first is not None:
-            images, inferred = self.first
-            top, bottom = boxed(images, inferred)
-            grids = {"attention": attention_grid(images, inferred, (top, bottom))}
-            # A row per image: eight rows keep the picture readable.
-            few = {k: v[:8] for k, v in inferred.items()}
-            grids["windows"] = windows_grid(images[:8], few, top[:8])
-            for name, grid in grids.items():
-                files[name] = save_grid(upscale(grid, scale), run_dir / f"{name}.png")
-                for writer in writers:
-                    writer.add_image(f"{tag}/{name}", grid, step)
-        fig = self.errors.figure()
-        if fig is not None:
-            files["count_errors"] = save_figure(fig, run_dir / "count_errors.png")
-        files["count_confusion"] = save_figure(confusion_figure(confusion), run_dir / "count_confusion.png")
-        return {name: path.name for name, path in files.items()}
-
-
-def vae_pictures(model, loader, settings: EvalSettings, run_dir: Path, split: str, writers, step: int):
-    """t-SNE, traversal, interpolation, reconstructions and prior samples; (files, t-SNE result)."""
-    files: dict[str, str] = {}
-    scale = settings.picture_scale
-    result = None
-    if settings.tsne:
-        result = latent_tsne(
-            model,
-            loader,
-            settings.tsne_points,
-            seed=settings.seed,
-            perplexity=settings.tsne_perplexity,
-            output_path=run_dir / "latent_tsne.png",
-            writers=writers,
-            step=step,
-            progress=settings.progress,
-            tag=f"{split}/latent_tsne",
-        )
-        files["latent_tsne"] = result.path.name
-    if settings.pictures:
-        latents = result.latents if result is not None else collect_latents(model, loader, 512)
-        with torch.no_grad():
-            grids = latent_pictures(model, latents, num_dims=settings.traverse_dims)
-            chosen = spread_indices(len(latents.images), settings.num_images)
-            inputs = latents.images[chosen].to(next(model.parameters()).device)
-            grids["reconstructions"] = reconstruction_grid(inputs, model.reconstruct(inputs))
-            grids["samples"] = image_grid(model.sample(settings.num_images))
-        for name, grid in grids.items():
-            files[name] = save_grid(upscale(grid, scale), run_dir / f"{name}.png").name
-            for writer in writers:
-                writer.add_image(f"{split}/{name}", grid, step)
-    return files, result
 
 
 def print_table(results: dict[str, Any], split: str) -> None:
@@ -212,12 +97,9 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     checkpoint = load_checkpoint(ckpt_path)
     merged = evaluation_config(cfg, checkpoint[CONFIG_KEY], overrides)
     device = resolve_device(settings.device, "eval.device")
-    pyro.clear_param_store()
-    pyro.set_rng_seed(settings.seed)
-
-    datamodule = instantiate(merged.data)
-    model = load_model(merged, datamodule.image_shape, checkpoint, str(ckpt_path)).to(device).eval()
-    model.check_annotations(datamodule)
+    start_task(settings.seed)
+    datamodule = build_datamodule(merged)
+    model = load_model(merged, datamodule, checkpoint, str(ckpt_path)).to(device).eval()
     split = settings.split
     loader = datamodule.dataloader(datamodule.evaluation_split(split))
     num_images = len(loader.dataset)

@@ -6,14 +6,17 @@ line, a model that does not declare ``has_object_counts``.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytorch_lightning as pl
 import torch
 
 from airlab.callbacks.images import EpochImageLogger, tensorboard_writers
+from airlab.config.options import Range
 from airlab.errors import ConfigError
 from airlab.evaluation.air_pictures import attention_grid, boxed, windows_grid
-from airlab.metrics import count_confusion
-from airlab.viz import confusion_figure, image_grid
+from airlab.evaluation.counts import count_confusion
+from airlab.viz import PICTURE_SCALE, confusion_figure, image_grid
 
 
 def require_object_counts(pl_module: pl.LightningModule, key: str) -> None:
@@ -70,8 +73,14 @@ class AttentionLogger(EpochImageLogger):
     ``val/windows``: per image, the input and the decoded window of each step in its box colour;
     ``val/count_errors``: up to ``num_errors`` validation images whose inferred count is wrong."""
 
-    def __init__(self, num_images: int = 16, every_n_epochs: int = 1, num_errors: int = 8) -> None:
-        super().__init__(num_images=num_images, every_n_epochs=every_n_epochs)
+    def __init__(
+        self,
+        num_images: Annotated[int, Range(ge=1)] = 16,
+        every_n_epochs: Annotated[int, Range(ge=1)] = 1,
+        num_errors: Annotated[int, Range(ge=1)] = 8,
+        picture_scale: Annotated[int, Range(ge=1)] = PICTURE_SCALE,
+    ) -> None:
+        super().__init__(num_images=num_images, every_n_epochs=every_n_epochs, picture_scale=picture_scale)
         self.num_errors = num_errors
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -89,9 +98,8 @@ class AttentionLogger(EpochImageLogger):
         grid = attention_grid(images, inferred, (top, bottom))
         windows = windows_grid(images, inferred, top)
         wrong = (inferred["count"].cpu() != batch["count"].cpu()).nonzero().flatten()[: self.num_errors]
-        for writer in writers:
-            writer.add_image("val/attention", grid, step)
-            writer.add_image("val/windows", windows, step)
-            if len(wrong):
-                errors = torch.cat([top[wrong], bottom[wrong]])
-                writer.add_image("val/count_errors", image_grid(errors, nrow=len(wrong)), step)
+        self.add_grid(writers, "val/attention", grid, step)
+        self.add_grid(writers, "val/windows", windows, step)
+        if len(wrong):
+            errors = torch.cat([top[wrong], bottom[wrong]])
+            self.add_grid(writers, "val/count_errors", image_grid(errors, nrow=len(wrong)), step)

@@ -1,0 +1,94 @@
+"""The one builder every task uses: seed, data, model, estimator, the SVIModule and the trainer.
+
+Tasks (``airlab/tasks/``) compose a config, validate it and call these; nothing here reads a config key
+that its group's class does not declare, and nothing here runs any training.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from functools import partial
+from typing import Any
+
+import pyro
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from airlab.config.validate import EXTRA_KEYS
+from airlab.models.base import GenerativeModel
+from airlab.svi_module import SVIModule
+
+log = logging.getLogger(__name__)
+
+
+def resolve_seed(seed: int | None) -> int:
+    """``null`` draws a fresh seed (logged, so the run can be repeated); 0 is a valid seed."""
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+        log.info("seed: %d (drawn at random; pass seed=%d to repeat this run)", seed, seed)
+    return int(seed)
+
+
+def start_task(seed: int | None) -> int:
+    """A clean slate for one task: an empty Pyro param store (sweeps run many jobs in one process) and
+    every RNG seeded (torch, numpy, python, dataloader workers). Returns the seed used."""
+    pyro.clear_param_store()
+    seed = resolve_seed(seed)
+    pl.seed_everything(seed, workers=True)
+    return seed
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The ``data`` group's LightningDataModule (nothing is read from disk yet)."""
+    return instantiate(cfg.data)
+
+
+def build_model(model_cfg: DictConfig, datamodule: pl.LightningDataModule) -> GenerativeModel:
+    """The model of a ``model`` group node for the data's image shape, checked against the data's
+    annotations (a model that needs true counts refuses data without them)."""
+    model = instantiate(model_cfg, image_shape=datamodule.image_shape)
+    model.check_annotations(datamodule)
+    return model
+
+
+def build_optimizer(optim_cfg: DictConfig) -> partial:
+    """A partial optimizer constructor. The group's keys that are no optimizer argument (``baseline_lr``,
+    applied per param group by the module) are declared in ``airlab.config.validate.EXTRA_KEYS``."""
+    kwargs = OmegaConf.to_container(optim_cfg, resolve=True)
+    for key in EXTRA_KEYS["optim"]:
+        kwargs.pop(key, None)
+    return instantiate(kwargs)
+
+
+def build_module(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, model: GenerativeModel | None = None
+) -> SVIModule:
+    """The SVIModule that trains ``model`` (built from ``cfg.model`` when not given) with the ``elbo``
+    group's estimator, bound to the model, and the ``optim`` group's optimizer."""
+    model = build_model(cfg.model, datamodule) if model is None else model
+    estimator = instantiate(cfg.elbo)
+    estimator.bind(model)
+    return SVIModule(
+        model=model,
+        estimator=estimator,
+        optimizer=build_optimizer(cfg.optim),
+        baseline_lr=cfg.optim.get("baseline_lr"),
+        num_train=datamodule.num_train,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Build every entry of a dict-of-configs group (callbacks, loggers); null entries are skipped."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    """The ``trainer`` group's Trainer with the ``callbacks`` and ``logger`` groups' entries."""
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

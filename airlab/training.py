@@ -1,0 +1,113 @@
+"""One training run: fit, test with the final weights, the run-end analysis, and ``metrics.json``.
+
+The train task (``airlab/tasks/train.py``) runs it; the benchmark task times it. ``metrics.json`` holds
+what the run logged (``trainer.callback_metrics``: every ``val/*``, ``test/*``, ``train/elbo`` and
+``throughput/*`` scalar) plus what the run itself measured: ``global_step``, ``epoch``, ``seed`` and the
+wall times ``fit_time_s`` and ``wall_time_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from airlab import quiet_third_party_warnings
+from airlab.build import build_datamodule, build_module, build_trainer, start_task
+from airlab.callbacks.images import tensorboard_writers
+from airlab.callbacks.run_end import RunEndCallback
+from airlab.checkpoints import resolve_checkpoint
+from airlab.config import flatten_config, validate_config
+
+log = logging.getLogger(__name__)
+
+#: The logged metrics that metrics.json keeps (by prefix).
+LOGGED_PREFIXES = ("val/", "test/", "train/elbo", "throughput/")
+
+CUSTOM_SCALARS = {
+    "ELBO": {
+        "elbo": ["Multiline", [r"train/elbo", r"val/elbo", r"test/elbo", r"val/iwae"]],
+        "loss": ["Multiline", [r"train/loss", r"train/baseline_loss"]],
+    },
+    "Counts": {
+        "count accuracy": ["Multiline", [r"val/count_accuracy"]],
+        "z_pres probability": ["Multiline", [r"train/z_pres_prob/.*"]],
+    },
+    "Gradient variance": {
+        "variance by group": ["Multiline", [r"grad_var/.*"]],
+        "SNR by group": ["Multiline", [r"grad_snr/.*"]],
+        "variance by term": ["Multiline", [r"grad_var_term/.*"]],
+    },
+}
+
+
+def logged_metrics(*sources: dict[str, Any]) -> dict[str, float]:
+    """The scalars of ``sources`` (callback metrics, test results) whose tags metrics.json keeps."""
+    return {
+        key: float(value)
+        for source in sources
+        for key, value in source.items()
+        if key.startswith(LOGGED_PREFIXES)
+    }
+
+
+def write_tensorboard_summary(trainer: pl.Trainer, config: dict[str, Any], metrics: dict[str, float]) -> None:
+    """hparams (the resolved config, with the final metrics) and the custom-scalars layout."""
+    from torch.utils.tensorboard.summary import hparams
+
+    params = flatten_config(config)
+    hparam_metrics = {k: v for k, v in metrics.items() if "/" in k}
+    for writer in tensorboard_writers(trainer):
+        for summary in hparams(params, hparam_metrics):
+            writer._get_file_writer().add_summary(summary)
+        writer.add_custom_scalars(CUSTOM_SCALARS)
+        writer.flush()
+
+
+def run_training(cfg: DictConfig) -> dict[str, Any]:
+    """Validate ``cfg``, build everything, fit (resuming ``ckpt_path``), test the final weights unless
+    ``test=false``, run the run-end callbacks, and write ``metrics.json`` (rank zero). Returns the metrics."""
+    started = time.perf_counter()
+    quiet_third_party_warnings()
+    validate_config(cfg)
+    seed = start_task(cfg.get("seed"))
+    ckpt_path = resolve_checkpoint(cfg)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    trainer = build_trainer(cfg)
+
+    log.info("training %s with %s", type(module.model).__name__, type(module.estimator).__name__)
+    fit_started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    fit_time_s = time.perf_counter() - fit_started
+    fit_metrics = dict(trainer.callback_metrics)
+    test_metrics: dict[str, Any] = {}
+    if cfg.get("test", True):
+        results = trainer.test(module, datamodule=datamodule, verbose=False)
+        test_metrics = results[0] if results else {}
+
+    # Analysis that looks at the finished model (the VAE's t-SNE, ...) is not training time.
+    for callback in trainer.callbacks:
+        if isinstance(callback, RunEndCallback):
+            callback.on_run_end(trainer, module, datamodule)
+
+    metrics: dict[str, Any] = logged_metrics(fit_metrics, test_metrics)
+    metrics.update(
+        global_step=int(trainer.global_step),
+        epoch=int(trainer.current_epoch),
+        seed=seed,
+        fit_time_s=round(fit_time_s, 3),
+        wall_time_s=round(time.perf_counter() - started, 3),
+    )
+    if trainer.is_global_zero:
+        output_dir = Path(cfg.paths.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        write_tensorboard_summary(trainer, module.config, metrics)
+        log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
+    return metrics
