@@ -11,12 +11,15 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from airlab.atomic import atomic_open
+
 log = logging.getLogger(__name__)
 
 
 def summarise_sweep(sweep_dir: Path) -> Path | None:
     """Write ``summary.csv`` in ``sweep_dir``: one row per job, its overrides and its ``metrics.json``.
-    Returns its path, or None when the sweep has no jobs."""
+    The file is written atomically (temporary file + rename). Returns its path, or None when the sweep
+    has no jobs."""
     rows: list[dict[str, Any]] = []
     for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()):
         row: dict[str, Any] = {"job": int(job_dir.name)}
@@ -34,7 +37,7 @@ def summarise_sweep(sweep_dir: Path) -> Path | None:
         return None
     columns = ["job", "overrides"] + sorted({k for r in rows for k in r} - {"job", "overrides"})
     path = sweep_dir / "summary.csv"
-    with path.open("w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:  # a reader never sees half a table
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: r["job"]))

@@ -78,8 +78,45 @@ def load_bundled() -> MNISTArrays:
     )
 
 
+# IDX element types (the magic number's third byte) and their sizes in bytes.
+IDX_ITEM_SIZES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+
+
+def check_idx_file(path: Path, key: str) -> None:
+    """Refuse, in one line naming ``path``, an IDX file that is missing, truncated or not IDX at all.
+
+    The header (magic ``00 00 <type> <ndim>``, then ``ndim`` big-endian int32 sizes) says how many bytes
+    the file must hold; a compressed file (``.gz``, ``.xz``) is left to the reader.
+    """
+    if not path.is_file():
+        why = "" if path.parent.is_dir() else f" (its directory {path.parent} does not exist)"
+        raise DataError(f"{key}: file not found: {path}{why}")
+    if path.suffix in (".gz", ".xz"):
+        return
+    size = path.stat().st_size
+    short_header = f"{key}: {path} is truncated ({size} bytes, shorter than its IDX header)"
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+            if len(magic) < 4:
+                raise DataError(short_header)
+            if magic[:2] != b"\0\0" or magic[2] not in IDX_ITEM_SIZES:
+                raise DataError(f"{key}: {path} is not an IDX file (bad magic number {magic.hex()})")
+            header = handle.read(4 * magic[3])
+    except OSError as err:
+        raise DataError(f"{key}: cannot read {path} ({err})") from None
+    if len(header) < 4 * magic[3]:
+        raise DataError(short_header)
+    expected = 4 + len(header) + IDX_ITEM_SIZES[magic[2]] * int(np.prod(np.frombuffer(header, ">i4")))
+    if size < expected:
+        raise DataError(f"{key}: {path} is truncated ({size} bytes; its header promises {expected})")
+    if size > expected:
+        raise DataError(f"{key}: {path} is corrupt ({size} bytes; its header promises {expected})")
+
+
 def read_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read an MNIST-format IDX image file and label file through torchvision's reader."""
+    """Read an MNIST-format IDX image file and label file through torchvision's reader; a missing,
+    truncated or unreadable file is a one-line :class:`DataError` naming it."""
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     tensors = []
@@ -88,8 +125,7 @@ def read_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[tor
         (labels_path, read_label_file, "data.labels"),
     ):
         path = Path(path)
-        if not path.is_file():
-            raise DataError(f"{key}: file not found: {path}")
+        check_idx_file(path, key)
         try:
             tensors.append(reader(str(path)))
         except Exception as err:  # torchvision raises assertion/runtime errors on bad headers
@@ -115,8 +151,14 @@ def missing_torchvision_files(data_dir: str | Path) -> list[str]:
 
 
 def load_torchvision(data_dir: str | Path) -> MNISTArrays:
-    """MNIST from torchvision's raw IDX files under ``data_dir``; refuses, in one line, if any is missing."""
+    """MNIST from torchvision's raw IDX files under ``data_dir``; refuses, in one line, a missing
+    ``data_dir``, a missing file or a truncated one."""
     raw = Path(data_dir) / "MNIST" / "raw"
+    if not Path(data_dir).is_dir():
+        raise DataError(
+            f"data.data_dir: data directory not found: {data_dir}; set data.data_dir to the folder that "
+            "holds MNIST/raw, or use data.source=auto (download) or data.source=bundled"
+        )
     missing = missing_torchvision_files(data_dir)
     if missing:
         raise DataError(

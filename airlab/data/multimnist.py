@@ -15,177 +15,39 @@ train canvases use only the digits of the MNIST train split, val canvases the va
 canvases the test split, so no digit image appears in two canvas splits. Generation is deterministic
 from ``data.seed``; each split draws from its own stream derived from it.
 
-Cache: ``<data_dir>/multimnist/multimnist-<split>-<hash>.npz`` (compressed; images as uint8), named
-by a hash of every parameter that shapes the split, including the MNIST source and a fingerprint of
-its digits, and next to it a ``.json`` manifest holding those parameters, the sizes, the count
-histogram and the sha256 of the ``.npz``. A cache whose manifest parameters or checksum do not match
-is rebuilt, with a log line saying why.
+Cache: ``<data_dir>/multimnist/``, keyed by every parameter that shapes a split, including the MNIST
+source and a fingerprint of its digits; checked by size and sha256, rebuilt when stale or corrupt, and
+built once under a file lock (see :mod:`airlab.data.multimnist_cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 
 from airlab.config.options import OneOf, Range
 from airlab.data.batched import BatchedTensorDataset, InMemoryDataModule
 from airlab.data.mnist import MNISTSplits, check_fractions, load_mnist, split_mnist
+from airlab.data.multimnist_cache import SPLITS, CacheEntry, digits_fingerprint, load_or_build
 from airlab.data.multimnist_render import (
     DIGIT_SIZE,
     OVERLAP_POLICIES,
     CanvasParams,
-    MultiMNISTArrays,
-    generate_canvases,
 )
-from airlab.errors import ConfigError, DataError
+from airlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("auto", "torchvision", "bundled")
-SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 1  # bump when the generator changes what a parameter set produces
-ARRAY_NAMES = ("images", "count", "digits", "boxes", "source_index")
 
-__all__ = ["OVERLAP_POLICIES", "SOURCES", "CacheEntry", "MultiMNISTDataModule", "load_or_build"]
-
-
-@dataclass
-class CacheEntry:
-    """One split's canvases and where they came from: ``built`` is False when read from the cache."""
-
-    split: str
-    arrays: MultiMNISTArrays
-    path: Path
-    built: bool
-    reason: str | None
-    seconds: float
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def digits_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
-    """sha256 of a split's source digits: a cache made from other MNIST files never matches."""
-    digest = hashlib.sha256(images.contiguous().numpy().tobytes())
-    digest.update(labels.contiguous().numpy().astype(np.int64).tobytes())
-    return digest.hexdigest()
-
-
-def cache_paths(cache_dir: Path, parameters: dict[str, Any]) -> tuple[Path, Path]:
-    key = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()[:16]
-    stem = f"multimnist-{parameters['split']}-{key}"
-    return cache_dir / f"{stem}.npz", cache_dir / f"{stem}.json"
-
-
-def _stale_reason(arrays_path: Path, manifest_path: Path, parameters: dict[str, Any]) -> str | None:
-    """Why the cache cannot be used as it is, or None when its manifest and checksum match."""
-    if not manifest_path.is_file():
-        return "no cache yet"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        stored = dict(manifest["parameters"])
-        checksum = manifest["sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return f"manifest {manifest_path.name} is unreadable ({type(err).__name__})"
-    if stored != parameters:
-        keys = sorted(k for k in parameters.keys() | stored.keys() if stored.get(k) != parameters.get(k))
-        diffs = ", ".join(f"{k}: {stored.get(k)!r} != {parameters.get(k)!r}" for k in keys)
-        return f"manifest parameters differ ({diffs})"
-    if not arrays_path.is_file():
-        return f"arrays file {arrays_path.name} is missing"
-    if sha256_file(arrays_path) != checksum:
-        return f"checksum of {arrays_path.name} does not match the manifest (changed or corrupt)"
-    return None
-
-
-def _read_arrays(path: Path, parameters: dict[str, Any]) -> MultiMNISTArrays:
-    with np.load(path) as data:
-        arrays = MultiMNISTArrays(**{name: data[name] for name in ARRAY_NAMES})
-    n, k, size = parameters["num_images"], parameters["max_digits"], parameters["image_size"]
-    expected = {"images": (n, size, size), "count": (n,), "digits": (n, k), "boxes": (n, k, 4)}
-    for name, shape in expected.items():
-        if getattr(arrays, name).shape != shape:
-            raise ValueError(f"{name} has shape {getattr(arrays, name).shape}, expected {shape}")
-    return arrays
-
-
-def _write(
-    arrays_path: Path, manifest_path: Path, manifest: dict[str, Any], arrays: MultiMNISTArrays
-) -> None:
-    """Write arrays then manifest, each to a temporary name first: a crash never leaves a valid-looking
-    manifest beside a half-written file, and concurrent builders (DDP ranks) only race to rename."""
-    arrays_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = f".{os.getpid()}.tmp"
-    tmp_arrays = arrays_path.with_name(arrays_path.name + suffix)
-    with open(tmp_arrays, "wb") as handle:
-        np.savez_compressed(handle, **{name: getattr(arrays, name) for name in ARRAY_NAMES})
-    manifest["sha256"] = sha256_file(tmp_arrays)
-    os.replace(tmp_arrays, arrays_path)
-    tmp_manifest = manifest_path.with_name(manifest_path.name + suffix)
-    tmp_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp_manifest, manifest_path)
-
-
-def load_or_build(
-    cache_dir: str | Path,
-    parameters: dict[str, Any],
-    digit_images: torch.Tensor,
-    digit_labels: torch.Tensor,
-    source_description: str = "",
-    progress: Callable[[int], None] | None = None,
-) -> CacheEntry:
-    """The split that ``parameters`` describe, read from ``cache_dir`` or generated and written there."""
-    split = parameters["split"]
-    arrays_path, manifest_path = cache_paths(Path(cache_dir), parameters)
-    started = time.perf_counter()
-    reason = _stale_reason(arrays_path, manifest_path, parameters)
-    if reason is None:
-        try:
-            arrays = _read_arrays(arrays_path, parameters)
-        except Exception as err:  # a zip/npy error or a wrong shape: the file cannot be trusted
-            reason = f"arrays file {arrays_path.name} is unreadable ({type(err).__name__}: {err})"
-        else:
-            seconds = time.perf_counter() - started
-            log.info("MultiMNIST %s: loaded %d canvases from cache %s", split, len(arrays), arrays_path)
-            return CacheEntry(split, arrays, arrays_path, False, None, seconds)
-    if reason == "no cache yet":
-        log.info("MultiMNIST %s: building %s (%s)", split, arrays_path, reason)
-    else:
-        log.warning("MultiMNIST %s: rebuilding cache %s: %s", split, arrays_path, reason)
-    canvas = CanvasParams(**{f: parameters[f] for f in CanvasParams.__dataclass_fields__})
-    seed = np.random.SeedSequence([parameters["seed"], SPLITS.index(split)])
-    arrays = generate_canvases(digit_images, digit_labels, parameters["num_images"], canvas, seed, progress)
-    seconds = time.perf_counter() - started
-    histogram = np.bincount(arrays.count, minlength=canvas.max_digits + 1).tolist()
-    manifest = {
-        "parameters": parameters,
-        "source": source_description,
-        "arrays_file": arrays_path.name,
-        "sizes": {"images": len(arrays), "image_shape": list(arrays.images.shape[1:]), "count": histogram},
-        "generation_seconds": round(seconds, 3),
-    }
-    try:
-        _write(arrays_path, manifest_path, manifest, arrays)
-    except OSError as err:
-        where = arrays_path.parent
-        raise DataError(f"data.data_dir: cannot write the MultiMNIST cache in {where} ({err})") from None
-    log.info("MultiMNIST %s: built %d canvases in %.1f s, counts %s", split, len(arrays), seconds, histogram)
-    return CacheEntry(split, arrays, arrays_path, True, reason, time.perf_counter() - started)
+__all__ = ["OVERLAP_POLICIES", "SOURCES", "SPLITS", "CacheEntry", "MultiMNISTDataModule", "load_or_build"]
 
 
 class MultiMNISTDataModule(InMemoryDataModule):
