@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from airlab import quiet_third_party_warnings
+from airlab.atomic import atomic_write_text
 from airlab.build import build_datamodule, build_module, build_trainer, start_task
 from airlab.callbacks.images import tensorboard_writers
 from airlab.callbacks.run_end import RunEndCallback
@@ -107,7 +108,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
         write_tensorboard_summary(trainer, module.config, metrics)
         log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
     return metrics

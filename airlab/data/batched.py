@@ -117,6 +117,9 @@ class InMemoryDataModule(pl.LightningDataModule):
     evaluation batches are ``eval_batch_size`` and cover every image.
     """
 
+    #: The per-image annotations the batches carry beside ``image`` (models that need one check it).
+    annotations: tuple[str, ...] = ()
+
     def __init__(
         self, batch_size: int, eval_batch_size: int | None, num_workers: int, pin_memory: bool | None
     ) -> None:

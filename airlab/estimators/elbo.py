@@ -42,6 +42,8 @@ class Estimator:
     uses_baselines = False
     #: The estimator is compiled with ``torch.jit.trace``.
     compiled = False
+    #: Graphs compiled so far (compiled estimators count theirs; an eager one compiles none).
+    num_compilations = 0
     #: A bound other than the ELBO that this estimator trains (e.g. ``"iwae"``): validation and test
     #: then also log ``<stage>/<reports_bound>`` with the estimator's own particles.
     reports_bound: str | None = None

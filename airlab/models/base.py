@@ -41,7 +41,7 @@ class GenerativeModel(nn.Module):
 
     def check_annotations(self, datamodule: object) -> None:
         """Refuse, in one line, a data module whose images lack the annotations this model needs."""
-        missing = [k for k in self.required_annotations if k not in getattr(datamodule, "annotations", ())]
+        missing = [k for k in self.required_annotations if k not in datamodule.annotations]
         if missing:
             raise ConfigError(
                 "data",

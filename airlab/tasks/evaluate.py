@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from airlab import quiet_third_party_warnings
+from airlab.atomic import atomic_write_text
 from airlab.build import build_datamodule, start_task
 from airlab.checkpoints import load_checkpoint, load_model
 from airlab.config import check_node, resolve_device, validate_config
@@ -188,7 +189,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
 
     # Strict JSON: a standard error over a single image is nan, written as null.
     finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in results.items()}
-    (run_dir / RESULTS_FILE).write_text(json.dumps(finite, indent=2, sort_keys=True, allow_nan=False))
+    atomic_write_text(run_dir / RESULTS_FILE, json.dumps(finite, indent=2, sort_keys=True, allow_nan=False))
     log.info("evaluation: %s", json.dumps({k: v for k, v in results.items() if "confusion" not in k}))
     print_table(results, split)
     return results

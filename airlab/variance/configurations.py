@@ -123,7 +123,7 @@ def configuration_cfg(cfg: DictConfig, model_cfg: DictConfig, conf: Configuratio
 def warm_up_baselines(module: SVIModule, batches: Iterator[torch.Tensor], scale: float, steps: int) -> int:
     """Train only the baselines, one batch of ``batches`` per step; returns the number of steps run."""
     estimator = module.estimator
-    if steps <= 0 or not getattr(estimator, "uses_baselines", False):
+    if steps <= 0 or not estimator.uses_baselines:
         return 0
     groups = [group for group in module.parameter_groups() if group["name"] == "baseline"]
     params = groups[0]["params"] if groups else []

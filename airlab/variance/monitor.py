@@ -56,7 +56,7 @@ class GradVarianceMonitor(pl.Callback):
         if step == 0 or step % self.every_n_steps or step == self._last_step or not trainer.is_global_zero:
             return
         estimator = pl_module.estimator
-        if getattr(estimator, "compiled", False) and not getattr(estimator, "num_compilations", 1):
+        if estimator.compiled and not estimator.num_compilations:
             # The first call compiles, and compiling draws random numbers of its own: leave it to the
             # training step, so that the run is the same with and without the monitor.
             log.info("gradient variance: step %d skipped, %s is not compiled yet", step, estimator.name)
