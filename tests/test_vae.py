@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyro
+import pytest
 import torch
 from pyro import poutine
 
@@ -48,3 +49,29 @@ def test_reconstruct_sample_and_encode_shapes():
 def test_image_shape_sets_the_input_size():
     vae = VAE(image_shape=(1, 50, 50), z_dim=2, hidden_dim=3)
     assert vae.encoder.fc1.in_features == 2500 and vae.sample(1).shape == (1, 1, 50, 50)
+
+
+def test_beta_weights_the_kl_term_and_nothing_else():
+    """With the same draw of z, the Trace ELBO loss is linear in beta, with slope log q(z) - log p(z)."""
+    from airlab.estimators import TraceEstimator
+
+    images = torch.rand(4, 1, 28, 28).round()
+    losses = {}
+    for beta in (0.5, 1.0, 2.0):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        vae = VAE(z_dim=3, hidden_dim=8, beta=beta)
+        torch.manual_seed(1)
+        losses[beta] = float(TraceEstimator()(vae.model, vae.guide, images).loss)
+    torch.manual_seed(0)
+    vae = VAE(z_dim=3, hidden_dim=8)
+    torch.manual_seed(1)
+    guide = poutine.trace(vae.guide).get_trace(images)
+    model = poutine.trace(poutine.replay(vae.model, trace=guide)).get_trace(images)
+    kl_term = float(guide.nodes["z"]["fn"].log_prob(guide.nodes["z"]["value"]).sum().detach()) - float(
+        model.nodes["z"]["fn"].log_prob(guide.nodes["z"]["value"]).sum()
+    )
+    assert abs(kl_term) > 1.0  # the check below would be empty otherwise
+    # float32 losses of about 2,000 nats: differences carry about 1e-3 of rounding
+    assert losses[2.0] - losses[1.0] == pytest.approx(kl_term, abs=2e-3)
+    assert losses[1.0] - losses[0.5] == pytest.approx(0.5 * kl_term, abs=2e-3)

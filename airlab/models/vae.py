@@ -14,6 +14,7 @@ from typing import Annotated
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from torch import nn
 
 from airlab.config.options import Range
@@ -62,8 +63,10 @@ class VAE(GenerativeModel):
         z_dim: Annotated[int, Range(ge=1)] = 50,
         hidden_dim: Annotated[int, Range(ge=1)] = 400,
         scale_to_dataset: bool = False,
+        beta: Annotated[float, Range(gt=0)] = 1.0,
     ) -> None:
         super().__init__()
+        self.beta = beta
         self.image_shape = tuple(image_shape)
         self.x_dim = math.prod(self.image_shape)
         self.z_dim = z_dim
@@ -78,7 +81,9 @@ class VAE(GenerativeModel):
         with pyro.plate("data", x.shape[0]):
             # z: [B, z_dim], one standard-normal code per image
             z_loc = x.new_zeros(x.shape[0], self.z_dim)
-            z = pyro.sample("z", dist.Normal(z_loc, 1.0).to_event(1))
+            # beta weights the KL term (Higgins et al. 2017): log p(z) here and log q(z) in the guide.
+            with poutine.scale(scale=self.beta):
+                z = pyro.sample("z", dist.Normal(z_loc, 1.0).to_event(1))
             probs = self.decoder(z)
             # x: [B, x_dim]; grey pixels are allowed (see the module docstring)
             pyro.sample("x", dist.Bernoulli(probs, validate_args=False).to_event(1), obs=x)
@@ -89,7 +94,8 @@ class VAE(GenerativeModel):
         x = images.reshape(-1, self.x_dim)
         with pyro.plate("data", x.shape[0]):
             z_loc, z_scale = self.encoder(x)
-            pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+            with poutine.scale(scale=self.beta):
+                pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
 
     def score_dependencies(self) -> dict[str, list[str]]:
         """Every latent is reparameterised: there is no score-function term to weight."""
