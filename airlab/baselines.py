@@ -28,7 +28,9 @@ def decaying_average(name: str, cost: torch.Tensor, beta: float) -> torch.Tensor
     average = store._params[key]  # unconstrained == constrained: a real-valued param
     old = average.detach().clone()
     with torch.no_grad():
-        average.mul_(beta).add_(cost.detach(), alpha=1 - beta)
+        updated = average * beta + cost.detach() * (1 - beta)
+        # A non-finite cost (a step the module will skip) must not poison the average for good.
+        average.copy_(torch.where(torch.isfinite(updated), updated, average))
     return old
 
 

@@ -79,6 +79,22 @@ def test_annealing_moves_the_prior_with_the_step():
     assert float(exp.presence_prob()) == pytest.approx(1e-5)
 
 
+def test_anneal_target_is_a_presence_probability_for_both_prior_types():
+    """geometric's z_pres_prior is a stop probability, but the annealing target means P(one more
+    object) for both types: the default target 1e-5 means fewer objects, never more."""
+    settings = dict(z_pres_anneal="exp", anneal_begin=0, anneal_duration=10, anneal_target=1e-5)
+    bernoulli = small_air(z_pres_prior=0.4, z_pres_prior_type="bernoulli", **settings)
+    geometric = small_air(z_pres_prior=0.6, z_pres_prior_type="geometric", **settings)
+    for step in (0, 3, 7, 10, 50):
+        bernoulli.on_train_step(step)
+        geometric.on_train_step(step)
+        assert float(geometric.presence_prob()) == pytest.approx(float(bernoulli.presence_prob()), rel=1e-5)
+    assert float(geometric.presence_prob()) == pytest.approx(1e-5)
+    assert [geometric.annealed_prior(s) for s in (0, 5, 10)] == pytest.approx(
+        [0.4, 0.4 * (1e-5 / 0.4) ** 0.5, 1e-5]
+    )
+
+
 # -- the spatial transformer --------------------------------------------------------------------
 
 

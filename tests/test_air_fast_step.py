@@ -111,10 +111,22 @@ def test_declared_dependencies_leave_the_param_store_flat():
     images = torch.rand(4, 1, 20, 20)
     store = pyro.get_param_store()
     sizes = []
-    for _ in range(20):
+    for _ in range(200):
         estimator(air.model, air.guide, images, scale=SCALE).surrogate.backward()
         sizes.append((len(store._params), len(store._param_to_name)))
-    assert sizes[0] == sizes[-1]
+    # the same entries (and reverse-map entries) for all 200 steps, one decaying average per z_pres site
+    assert set(sizes) == {sizes[0]} and sizes[0][0] == sizes[0][1]
+    assert len([name for name in store.keys() if name.startswith(AVERAGE_PREFIX)]) == air.max_steps
+
+
+def test_a_non_finite_cost_leaves_the_decaying_average_as_it_was():
+    from airlab.baselines import decaying_average
+
+    decaying_average("site", torch.tensor([1.0, 2.0]), beta=0.5)
+    decaying_average("site", torch.tensor([3.0, float("nan")]), beta=0.5)
+    average = pyro.get_param_store()._params[AVERAGE_PREFIX + "site"]
+    # from zeros: 0.5 then 0.5 * 0.5 + 0.5 * 3; the second element keeps 0.5 * 2 instead of nan
+    assert average.tolist() == [1.75, 1.0]
 
 
 def test_compiled_estimator_compiles_once_for_fresh_bound_methods():

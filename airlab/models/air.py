@@ -97,8 +97,9 @@ class AIR(GenerativeModel):
         )
         self.baseline = baseline
         self.baseline_beta = baseline_beta
-        # The prior's value now (annealed); a buffer so that checkpoints carry it.
-        self.register_buffer("z_pres_prior_now", torch.tensor(float(z_pres_prior)))
+        # P(one more object | the previous one was present) now (annealed); a buffer so that checkpoints
+        # carry it. The same quantity for both prior types, and the one anneal_target names.
+        self.register_buffer("z_pres_prior_now", torch.tensor(self.initial_presence_prob()))
         self.register_buffer(
             "where_prior_loc", torch.tensor([scale_prior_mean, pos_prior_mean, pos_prior_mean])
         )
@@ -129,14 +130,22 @@ class AIR(GenerativeModel):
         )
 
     # -- the prior on the number of objects -------------------------------------------------------
+    def initial_presence_prob(self) -> float:
+        """P(one more object) before annealing: ``z_pres_prior`` itself (``bernoulli``), or one minus the
+        Geometric count's stop probability (``geometric``)."""
+        prior = float(self.z_pres_prior)
+        return prior if self.z_pres_prior_type == "bernoulli" else 1.0 - prior
+
     def presence_prob(self) -> torch.Tensor:
         """P(object t present | object t-1 present) under the current (annealed) prior."""
-        value = self.z_pres_prior_now
-        return value if self.z_pres_prior_type == "bernoulli" else 1 - value
+        return self.z_pres_prior_now
 
     def annealed_prior(self, step: int) -> float:
-        """The presence prior at ``step``: ``z_pres_prior`` annealed towards ``anneal_target``."""
-        start, target = self.z_pres_prior, self.anneal_target
+        """The presence probability at ``step``, moved from its initial value towards ``anneal_target``.
+
+        ``anneal_target`` is a presence probability for both prior types, so the default 1e-5 drives
+        the prior towards fewer objects whatever ``z_pres_prior_type`` says, as in the AIR paper."""
+        start, target = self.initial_presence_prob(), self.anneal_target
         if self.z_pres_anneal == "none" or step <= self.anneal_begin:
             return start
         progress = min(1.0, (step - self.anneal_begin) / max(self.anneal_duration, 1))
