@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ class CheckpointError(AirlabError):
     pass
 
 
-def report_user_errors(fn: Callable[..., T], *args, **kwargs) -> T:
+def report_user_errors(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``fn``; turn an ``AirlabError`` into one line on stderr and exit code 2."""
     try:
         return fn(*args, **kwargs)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 from torchvision.utils import make_grid, save_image
 
+if TYPE_CHECKING:  # matplotlib is imported lazily, on first use
+    from matplotlib.figure import Figure
 
-def pyplot():
+
+def pyplot() -> ModuleType:
     """``matplotlib.pyplot`` on the Agg backend: figures are written to files and TensorBoard, never shown."""
     import matplotlib
 
@@ -18,7 +23,7 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write a matplotlib figure (PNG by the suffix) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +91,7 @@ def draw_boxes(images: torch.Tensor, boxes: torch.Tensor, present: torch.Tensor)
     return rgb
 
 
-def confusion_figure(confusion: torch.Tensor, title: str = "count confusion"):
+def confusion_figure(confusion: torch.Tensor, title: str = "count confusion") -> Figure:
     """A matplotlib figure of a count confusion matrix (rows: true, columns: inferred)."""
     plt = pyplot()
 

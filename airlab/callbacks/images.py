@@ -8,21 +8,28 @@ from typing import TYPE_CHECKING, Annotated
 import pytorch_lightning as pl
 import torch
 
-if TYPE_CHECKING:
-    from torch.utils.tensorboard import SummaryWriter
-
 from airlab.config.options import Range
 from airlab.viz import PICTURE_SCALE, image_grid, reconstruction_grid, upscale
 
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+    from torch.utils.tensorboard import SummaryWriter
 
-def tensorboard_writers(trainer: pl.Trainer):
+    #: The TensorBoard writers pictures go to.
+    Writers = Sequence[SummaryWriter]
+
+#: A batch of the validation loader: tensors by name (``image``, and ``count`` or ``label``).
+Batch = dict[str, torch.Tensor]
+
+
+def tensorboard_writers(trainer: pl.Trainer) -> list[SummaryWriter]:
     """The SummaryWriters of the trainer's TensorBoard loggers (none with logger=csv|none)."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
-def validation_loader(trainer: pl.Trainer):
+def validation_loader(trainer: pl.Trainer) -> DataLoader | None:
     """The trainer's (first) validation dataloader, or None."""
     loaders = trainer.val_dataloaders
     if isinstance(loaders, list | tuple):
@@ -87,7 +94,7 @@ class EpochImageLogger(pl.Callback):
             self.log_images(writers, batch, pl_module, trainer.global_step)
         pl_module.train(was_training)
 
-    def log_images(self, writers, batch, pl_module: pl.LightningModule, step: int) -> None:
+    def log_images(self, writers: Writers, batch: Batch, pl_module: pl.LightningModule, step: int) -> None:
         """Write pictures of ``batch`` (the first ``num_images`` validation images) at ``step``."""
         raise NotImplementedError
 
@@ -95,7 +102,7 @@ class EpochImageLogger(pl.Callback):
 class ReconstructionLogger(EpochImageLogger):
     """``val/reconstructions`` (inputs above reconstructions) and ``val/samples`` (prior draws)."""
 
-    def log_images(self, writers, batch, pl_module: pl.LightningModule, step: int) -> None:
+    def log_images(self, writers: Writers, batch: Batch, pl_module: pl.LightningModule, step: int) -> None:
         """Log inputs above their reconstructions, and ``num_images`` prior samples."""
         images = batch["image"].to(pl_module.device)
         model = pl_module.model

@@ -7,8 +7,9 @@ line, a model that does not declare ``has_latent_space``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 import torch
@@ -81,7 +82,9 @@ class LatentSpaceLogger(RunEndCallback):
         loader = datamodule.val_dataloader() if datamodule is not None else None
         self._log(trainer, pl_module, loader)
 
-    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loader=None) -> None:
+    def _log(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loader: Iterable[Any] | None = None
+    ) -> None:
         model = pl_module.model
         if not self.enabled or not trainer.is_global_zero:
             return

@@ -6,17 +6,20 @@ line, a model that does not declare ``has_object_counts``.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pytorch_lightning as pl
 import torch
 
-from airlab.callbacks.images import EpochImageLogger, tensorboard_writers
+from airlab.callbacks.images import Batch, EpochImageLogger, tensorboard_writers
 from airlab.config.options import Range
 from airlab.errors import ConfigError
 from airlab.evaluation.air_pictures import attention_grid, boxed, windows_grid
 from airlab.evaluation.counts import count_confusion
 from airlab.viz import PICTURE_SCALE, confusion_figure, image_grid
+
+if TYPE_CHECKING:
+    from airlab.callbacks.images import Writers
 
 
 def require_object_counts(pl_module: pl.LightningModule, key: str) -> None:
@@ -41,17 +44,25 @@ class CountLogger(pl.Callback):
         """Refuse a model that infers no object counts."""
         require_object_counts(pl_module, "counts")
 
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start collecting this validation's counts afresh."""
         self._inferred, self._true = [], []
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         """Keep the batch's inferred and true counts (from ``validation_step``'s outputs), on the CPU."""
         if isinstance(outputs, dict) and "inferred_count" in outputs:
             self._inferred.append(outputs["inferred_count"].detach().cpu())
             self._true.append(outputs["true_count"].detach().cpu())
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log the confusion figure and the inferred-count histogram (rank zero, not during sanity checks)."""
         if trainer.sanity_checking or not self._inferred or not trainer.is_global_zero:
             return
@@ -87,7 +98,7 @@ class AttentionLogger(EpochImageLogger):
         """Refuse a model that infers no object counts."""
         require_object_counts(pl_module, "attention")
 
-    def log_images(self, writers, batch, pl_module, step: int) -> None:
+    def log_images(self, writers: Writers, batch: Batch, pl_module: pl.LightningModule, step: int) -> None:
         """Log the attention, window and count-error pictures for ``batch``; skipped without true counts."""
         model = pl_module.model
         if "count" not in batch:

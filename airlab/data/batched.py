@@ -9,7 +9,7 @@ MNIST-sized data fits in memory, so a batch is one fancy-index into uint8 tensor
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -63,7 +63,7 @@ class BatchedTensorDataset(Dataset):
         return self._batch(torch.as_tensor(indices, dtype=torch.long))
 
 
-def collate_batch(batch):
+def collate_batch(batch: dict[str, torch.Tensor] | list[Any]) -> dict[str, torch.Tensor]:
     """``__getitems__`` already built the batch; a list means single items (no ``__getitems__``)."""
     if isinstance(batch, dict):
         return batch

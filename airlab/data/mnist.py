@@ -26,6 +26,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from airlab.config.options import OneOf, Range
 from airlab.data.batched import BatchedTensorDataset, Binarize, InMemoryDataModule, split_indices
@@ -341,7 +342,7 @@ class MNISTDataModule(InMemoryDataModule):
             if split not in self.datasets:
                 self.datasets[split] = self.make_dataset(split)
 
-    def dataloader(self, split: str, shuffle: bool = False):
+    def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
         """As the base class, plus ``split="all"``: every image of the loaded source (a whole IDX pair)."""
         if split == "all" and "all" not in self.datasets:  # evaluating a whole IDX pair
             self.datasets["all"] = self.make_dataset("all")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyro
 import pyro.ops.jit
+import torch
 
 from airlab.errors import ConfigError
 from airlab.estimators.elbo import TraceEstimator, TraceGraphEstimator
@@ -38,18 +39,18 @@ class _Compiled:
     name = "compiled"
     compiled = True
 
-    def __init__(self, *args, ignore_jit_warnings: bool = True, **kwargs) -> None:
+    def __init__(self, *args: Any, ignore_jit_warnings: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ignore_jit_warnings = ignore_jit_warnings
         self._compiled: dict[tuple, pyro.ops.jit.CompiledFunction] = {}
         self._has_baseline_loss: dict[tuple, bool] = {}
 
-    def __call__(self, model, guide, *args, scale: float = 1.0) -> LossOutput:
+    def __call__(self, model: Callable, guide: Callable, *args: Any, scale: float = 1.0) -> LossOutput:
         key = (callable_key(model), callable_key(guide), scale)
         if key not in self._compiled:
             eager = super().__call__
 
-            def loss_parts(*inner_args):
+            def loss_parts(*inner_args: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
                 # Runs as Python only while tracing: record whether the guide has learned baselines.
                 out = eager(model, guide, *inner_args, scale=scale)
                 self._has_baseline_loss[key] = out.baseline_loss is not None

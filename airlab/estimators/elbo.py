@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.trace_struct import Trace
 
 from airlab.config.options import OneOf, Range
 from airlab.errors import ConfigError
 from airlab.estimators.surrogates import (
     LossOutput,
+    ParticleParts,
     _particle_parts_declared,
     _particle_parts_trace,
     _particle_parts_tracegraph,
@@ -84,7 +85,7 @@ class Estimator:
         """Check that this estimator can train ``model``, and read what the model declares about itself."""
         self.check_model(model)
 
-    def __call__(self, model: Callable, guide: Callable, *args, scale: float = 1.0) -> LossOutput:
+    def __call__(self, model: Callable, guide: Callable, *args: Any, scale: float = 1.0) -> LossOutput:
         """Estimate for one batch: ``loss`` is the negative bound (detached); ``surrogate``'s gradient is
         the estimator's gradient. ``scale`` is the dataset scale ``N/B`` (see ``SVIModule.loss_scale``)."""
         raise NotImplementedError
@@ -95,18 +96,18 @@ class _ParticleEstimator(Estimator):
 
     trace_source = Trace_ELBO
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._traces = self.trace_source(**self._pyro_elbo_kwargs())
 
-    def _trace_source(self):
+    def _trace_source(self) -> ELBO:
         """The Pyro ELBO whose ``_get_traces`` runs guide and model (it decides what gets tracked)."""
         return self._traces
 
-    def _particle_parts(self, model_trace: Trace, guide_trace: Trace):
+    def _particle_parts(self, model_trace: Trace, guide_trace: Trace) -> ParticleParts:
         return _particle_parts_trace(model_trace, guide_trace)
 
-    def __call__(self, model, guide, *args, scale: float = 1.0) -> LossOutput:
+    def __call__(self, model: Callable, guide: Callable, *args: Any, scale: float = 1.0) -> LossOutput:
         if scale != 1.0:
             model, guide = poutine.scale(model, scale), poutine.scale(guide, scale)
         elbo, surrogate_elbo, baseline_loss = 0.0, 0.0, None
@@ -143,7 +144,7 @@ class TraceGraphEstimator(_ParticleEstimator):
     trace_source = TraceGraph_ELBO  # its traces track provenance of non-reparameterised values
 
     def __init__(
-        self, *args, dependencies: Annotated[str, OneOf(DEPENDENCIES)] = "declared", **kwargs
+        self, *args: Any, dependencies: Annotated[str, OneOf(DEPENDENCIES)] = "declared", **kwargs: Any
     ) -> None:
         if dependencies not in DEPENDENCIES:
             raise ConfigError(
@@ -160,10 +161,10 @@ class TraceGraphEstimator(_ParticleEstimator):
         declared = model.score_dependencies() if self.dependencies == "declared" else None
         self.declared = None if declared is None else {k: list(v) for k, v in declared.items()}
 
-    def _trace_source(self):
+    def _trace_source(self) -> ELBO:
         return self._traces if self.declared is None else self._untracked
 
-    def _particle_parts(self, model_trace: Trace, guide_trace: Trace):
+    def _particle_parts(self, model_trace: Trace, guide_trace: Trace) -> ParticleParts:
         if self.declared is None:
             return _particle_parts_tracegraph(model_trace, guide_trace)
         return _particle_parts_declared(model_trace, guide_trace, self.declared)
@@ -175,11 +176,11 @@ class MeanFieldEstimator(Estimator):
     name = "meanfield"
     requires_reparameterized = True
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._elbo = TraceMeanField_ELBO(**self._pyro_elbo_kwargs())
 
-    def __call__(self, model, guide, *args, scale: float = 1.0) -> LossOutput:
+    def __call__(self, model: Callable, guide: Callable, *args: Any, scale: float = 1.0) -> LossOutput:
         """Negative ELBO with analytic KLs; the surrogate is that loss itself (all gradients are pathwise)."""
         if scale != 1.0:
             model, guide = poutine.scale(model, scale), poutine.scale(guide, scale)
@@ -188,7 +189,7 @@ class MeanFieldEstimator(Estimator):
 
 
 @torch.no_grad()
-def elbo_estimate(model: Callable, guide: Callable, *args) -> torch.Tensor:
+def elbo_estimate(model: Callable, guide: Callable, *args: Any) -> torch.Tensor:
     """A single-sample ELBO for a batch (summed over it), without gradients."""
     guide_trace = poutine.trace(guide).get_trace(*args)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import torch
 from pyro.distributions.util import is_identically_zero
@@ -44,7 +45,7 @@ class RenyiEstimator(Estimator):
         self._traces = Trace_ELBO(**self._pyro_elbo_kwargs())
 
     @staticmethod
-    def _per_datum(model_trace: Trace, guide_trace: Trace):
+    def _per_datum(model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """log w, and each non-reparameterised site's score function, summed to [particle,] data plates."""
         stacks = get_plate_stacks(model_trace)
         keep = {
@@ -65,7 +66,7 @@ class RenyiEstimator(Estimator):
         log_w = torch.as_tensor(log_weight.sum_to(keep))
         return log_w, {name: torch.as_tensor(s).expand_as(log_w) for name, s in scores.items()}
 
-    def __call__(self, model, guide, *args, scale: float = 1.0) -> LossOutput:
+    def __call__(self, model: Callable, guide: Callable, *args: Any, scale: float = 1.0) -> LossOutput:
         """Negative Rényi bound summed over the batch; ``log_w`` is ``[K, B]`` and the surrogate adds each
         non-reparameterised site's score weighted by its datum's (detached) bound."""
         log_ws, scores = [], defaultdict(list)

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from pyro.distributions.util import is_identically_zero
@@ -18,6 +20,11 @@ from airlab.baselines import construct_baseline
 DATA_PLATE = "data"
 PARTICLE_PLATE = "num_particles_vectorized"
 
+#: One particle's (ELBO, surrogate ELBO, score terms by site, baseline loss).
+ParticleParts = tuple[
+    torch.Tensor | float, torch.Tensor | float, dict[str, torch.Tensor], torch.Tensor | None
+]
+
 
 @dataclass
 class LossOutput:
@@ -30,19 +37,19 @@ class LossOutput:
     guide_trace: Trace | None = None  # the last particle's guide trace, when not compiled
 
 
-def sample_sites(trace: Trace):
+def sample_sites(trace: Trace) -> list[tuple[str, dict[str, Any]]]:
     """The ``(name, site)`` pairs of the sample sites in ``trace``, in execution order."""
     return [(name, site) for name, site in trace.nodes.items() if site["type"] == "sample"]
 
 
-def _sum(terms) -> torch.Tensor | float:
+def _sum(terms: Iterable[torch.Tensor | float]) -> torch.Tensor | float:
     total = 0.0
     for term in terms:
         total = total + term
     return total
 
 
-def _particle_parts_trace(model_trace: Trace, guide_trace: Trace):
+def _particle_parts_trace(model_trace: Trace, guide_trace: Trace) -> ParticleParts:
     """Trace_ELBO for one particle: (elbo, surrogate_elbo, score_terms, baseline_loss)."""
     elbo = _sum(site["log_prob_sum"] for _, site in sample_sites(model_trace))
     surrogate_elbo = elbo
@@ -61,7 +68,7 @@ def _particle_parts_trace(model_trace: Trace, guide_trace: Trace):
     return elbo, surrogate_elbo, score_terms, None
 
 
-def _particle_parts_tracegraph(model_trace: Trace, guide_trace: Trace):
+def _particle_parts_tracegraph(model_trace: Trace, guide_trace: Trace) -> ParticleParts:
     """TraceGraph_ELBO for one particle, with its downstream costs and baselines."""
     elbo, surrogate_elbo = 0.0, 0.0
     # Provenance tells, for every log-density term, which non-reparameterised sites it depends on:
@@ -87,7 +94,9 @@ def _particle_parts_tracegraph(model_trace: Trace, guide_trace: Trace):
     return detach_provenance(elbo), detach_provenance(surrogate_elbo), score_terms, baseline_loss
 
 
-def _score_terms(guide_trace: Trace, downstream: dict[str, MultiFrameTensor]):
+def _score_terms(
+    guide_trace: Trace, downstream: dict[str, MultiFrameTensor]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Each site's score function times its downstream cost less its baseline; the baselines' loss."""
     score_terms: dict[str, torch.Tensor] = {}
     baseline_loss = None
@@ -104,7 +113,9 @@ def _score_terms(guide_trace: Trace, downstream: dict[str, MultiFrameTensor]):
     return score_terms, baseline_loss
 
 
-def _particle_parts_declared(model_trace: Trace, guide_trace: Trace, dependencies: dict[str, list[str]]):
+def _particle_parts_declared(
+    model_trace: Trace, guide_trace: Trace, dependencies: dict[str, list[str]]
+) -> ParticleParts:
     """TraceGraph_ELBO for one particle, with downstream costs from the model's declared structure.
 
     ``dependencies[site]`` names every sample site (of the model or the guide) whose log-density

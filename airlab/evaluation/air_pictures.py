@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from airlab.models.spatial import where_to_box
 from airlab.viz import STEP_COLOURS, draw_boxes, image_grid, pyplot
+
+if TYPE_CHECKING:  # matplotlib is imported lazily, on first use
+    from matplotlib.figure import Figure
 
 ABSENT_SHADE = 0.15  # the tile of a step that found no object: dark, so "absent" reads at a glance
 
@@ -98,7 +102,7 @@ class WorstCountErrors:
         self.errors.sort(key=lambda e: (-e.severity, e.index))
         del self.errors[self.limit :]
 
-    def figure(self, columns: int = 8):
+    def figure(self, columns: int = 8) -> Figure | None:
         """Each error as its input (with boxes) above its reconstruction, titled true/inferred."""
         plt = pyplot()
 

@@ -3,13 +3,17 @@ evaluates a checkpoint's counts and count pictures over a split."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from airlab.evaluation.air_pictures import WorstCountErrors, attention_grid, boxed, windows_grid
 from airlab.viz import confusion_figure, save_figure, save_grid, upscale
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 
 def count_accuracy(inferred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -63,7 +67,13 @@ class AIRCounts:
         }, confusion
 
     def pictures(
-        self, run_dir: Path, confusion: torch.Tensor, scale: int = 1, writers=(), tag: str = "", step: int = 0
+        self,
+        run_dir: Path,
+        confusion: torch.Tensor,
+        scale: int = 1,
+        writers: Sequence[SummaryWriter] = (),
+        tag: str = "",
+        step: int = 0,
     ) -> dict[str, str]:
         """Save (and log to ``writers``) the count pictures under ``run_dir``; file names by kind."""
         files = {}

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ import torch
 from airlab.evaluation.progress import progress_bar
 from airlab.evaluation.settings import EvalSettings
 from airlab.viz import image_grid, pyplot, reconstruction_grid, save_figure, save_grid, upscale
+
+if TYPE_CHECKING:  # matplotlib is imported lazily, on first use
+    from matplotlib.figure import Figure
 
 TSNE_TAG = "val/latent_tsne"
 PROJECTOR_TAG = "latent_means"
@@ -77,7 +80,9 @@ def tsne_embedding(
         return tsne.fit_transform(np.asarray(means, dtype=np.float32))
 
 
-def tsne_figure(embedding: np.ndarray, labels: np.ndarray | None, title: str = "t-SNE of posterior means"):
+def tsne_figure(
+    embedding: np.ndarray, labels: np.ndarray | None, title: str = "t-SNE of posterior means"
+) -> Figure:
     """Scatter plot coloured by digit class with tab10 (ten distinct colours) and a legend."""
     plt = pyplot()
 

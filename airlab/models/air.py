@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pyro
 import pyro.distributions as dist
@@ -31,6 +31,12 @@ from airlab.evaluation.counts import count_accuracy
 from airlab.models.air_nets import ImageLSTMCell, NVILBaseline, StepPredictor, WindowDecoder, WindowEncoder
 from airlab.models.base import GenerativeModel
 from airlab.models.spatial import image_to_window, window_to_image
+
+if TYPE_CHECKING:
+    from pyro.poutine.trace_struct import Trace
+
+#: The NVIL baseline network's image gates and its recurrent ``(h, c)``.
+BaselineState = tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
 PRIOR_TYPES = ("bernoulli", "geometric")
 ANNEALING = ("none", "linear", "exp")
@@ -230,7 +236,12 @@ class AIR(GenerativeModel):
                     f"z_what_{t}", dist.Normal(what_loc, what_scale).to_event(1).mask(present)
                 )
 
-    def _baseline_infer(self, step_input, baseline_state, z_pres_prev):
+    def _baseline_infer(
+        self,
+        step_input: torch.Tensor,
+        baseline_state: BaselineState | None,
+        z_pres_prev: torch.Tensor,
+    ) -> tuple[dict[str, Any], BaselineState | None]:
         """The ``infer`` options of ``z_pres_t`` for TraceGraph's variance reduction.
 
         ``baseline_state`` (NVIL, in training only): the baseline network's image gates and its
@@ -321,7 +332,7 @@ class AIR(GenerativeModel):
         }
         return {f"z_pres_{t}": [*later[t], "obs"] for t in range(self.max_steps)}
 
-    def training_metrics(self, guide_trace) -> dict[str, torch.Tensor]:
+    def training_metrics(self, guide_trace: Trace) -> dict[str, torch.Tensor]:
         """Mean proposal probability that object t is present, per step."""
         metrics = {}
         for t in range(self.max_steps):

@@ -4,6 +4,7 @@ NVIL baseline. The probabilistic story that uses them is in ``air.py``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -101,7 +102,7 @@ class ImageLSTMCell(nn.Module):
             nn.init.uniform_(weight, -bound, bound)
         self._register_load_state_dict_pre_hook(self._split_input_weight)
 
-    def _split_input_weight(self, state_dict, prefix, *args) -> None:
+    def _split_input_weight(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
         weight = state_dict.pop(prefix + "weight_ih", None)
         if weight is not None:
             state_dict[prefix + "weight_ih_image"] = weight[:, : self.image_features]

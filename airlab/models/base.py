@@ -11,11 +11,15 @@ estimators, callbacks and tasks read these declarations instead of guessing the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from airlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyro.poutine.trace_struct import Trace
 
 
 class GenerativeModel(nn.Module):
@@ -109,7 +113,7 @@ class GenerativeModel(nn.Module):
         """
         return None
 
-    def training_metrics(self, guide_trace) -> dict[str, torch.Tensor]:
+    def training_metrics(self, guide_trace: Trace) -> dict[str, torch.Tensor]:
         """Extra per-step metrics read off the guide trace, logged under ``train/``."""
         return {}
 

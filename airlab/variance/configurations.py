@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import pyro
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -148,7 +149,7 @@ def warm_up_baselines(module: SVIModule, batches: Iterator[torch.Tensor], scale:
 
 
 def warmup_batches(
-    datamodule, images: torch.Tensor, source: str, device: torch.device
+    datamodule: pl.LightningDataModule, images: torch.Tensor, source: str, device: torch.device
 ) -> Iterator[torch.Tensor]:
     """``train``: successive training batches, as in training. ``minibatch``: the measured one, again and
     again, which fits a decaying average to each of its images: a baseline training never has."""
