@@ -77,6 +77,7 @@ def build_module(
         baseline_lr=cfg.optim.get("baseline_lr"),
         num_train=datamodule.num_train,
         config=OmegaConf.to_container(cfg, resolve=True),
+        max_consecutive_bad=cfg.max_consecutive_bad,
     )
 
 

@@ -9,6 +9,7 @@ state (decaying-average baselines), which is saved alongside.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -19,9 +20,11 @@ import torch
 from airlab.config.options import Range
 from airlab.estimators import Estimator, elbo_estimate
 from airlab.models.base import GenerativeModel
+from airlab.nonfinite import NonFiniteGuard, all_finite
 
 PARAM_STORE_KEY = "pyro_param_store"
 CONFIG_KEY = "airlab_config"
+NONFINITE_KEY = "airlab_nonfinite"
 
 
 class SVIModule(pl.LightningModule):
@@ -35,6 +38,7 @@ class SVIModule(pl.LightningModule):
         baseline_lr: Annotated[float | None, Range(gt=0)] = None,
         num_train: int | None = None,
         config: dict[str, Any] | None = None,
+        max_consecutive_bad: Annotated[int, Range(ge=1)] = 10,
     ) -> None:
         super().__init__()
         self.model = model
@@ -48,6 +52,8 @@ class SVIModule(pl.LightningModule):
         self.model_fn = model.model
         self.guide_fn = model.guide
         self._pending_param_store: dict[str, torch.Tensor] = {}
+        self.nonfinite = NonFiniteGuard(max_consecutive_bad)
+        self._losses_finite = True  # every training_step since the last optimizer step
 
     # -- the SVI step ---------------------------------------------------------------------------
     def loss_scale(self, batch_size: int) -> float:
@@ -64,6 +70,12 @@ class SVIModule(pl.LightningModule):
         scale = self.loss_scale(batch_size)
         out = self.estimator(self.model_fn, self.guide_fn, images, scale=scale)
         loss_per_image = out.loss / (scale * batch_size)
+        value = float(loss_per_image)
+        if not math.isfinite(value):
+            # Logged nowhere (it would poison the epoch means); on_before_optimizer_step skips the step.
+            self._losses_finite = False
+            return out.surrogate
+        self.nonfinite.record_loss(value, self.global_step)
         self.log("train/loss", loss_per_image, prog_bar=True, batch_size=batch_size)
         self.log("train/elbo", -loss_per_image, on_step=False, on_epoch=True, batch_size=batch_size)
         if out.baseline_loss is not None:
@@ -114,6 +126,40 @@ class SVIModule(pl.LightningModule):
         """The optimizer from ``optim``, over :meth:`parameter_groups`."""
         return self.optimizer_factory(self.parameter_groups())
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip the step when its loss or any gradient is not finite (all ranks agree): drop every
+        gradient, so the optimizer leaves weights and state alone. Logs ``train/skipped_steps``."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        bad = not self._losses_finite or not all_finite(grads)
+        self._losses_finite = True
+        if self.trainer.world_size > 1:  # DDP: one rank's fault skips the step everywhere
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if self.nonfinite.should_skip(bad, self.global_step):
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+        self.log("train/skipped_steps", float(self.nonfinite.skipped), on_step=True, on_epoch=False)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """``trainer.gradient_clip_val`` applies to each parameter group on its own (``main`` and
+        ``baseline``): the baselines' targets carry the N/B scale, so one global norm would be theirs
+        and would shrink the model's gradient to nothing."""
+        if gradient_clip_val is None or gradient_clip_val <= 0:
+            return
+        for group in optimizer.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save the estimator state in Pyro's param store (not module parameters) and the run's config."""
@@ -125,11 +171,13 @@ class SVIModule(pl.LightningModule):
             if id(store._params[name]) not in module_tensors
         }
         checkpoint[CONFIG_KEY] = self.config
+        checkpoint[NONFINITE_KEY] = self.nonfinite.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Applied once the module sits on its device (on_train_start / restore_param_store).
         """Hold the saved param-store entries until the module is on its device."""
         self._pending_param_store = dict(checkpoint.get(PARAM_STORE_KEY, {}))
+        self.nonfinite.load_state_dict(checkpoint.get(NONFINITE_KEY, {}))
 
     def restore_param_store(self) -> None:
         """Move the entries held by :meth:`on_load_checkpoint` into Pyro's param store, on this device."""

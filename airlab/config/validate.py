@@ -36,6 +36,7 @@ TOP_LEVEL: dict[str, Any] = {
     "task_name": str,
     "ckpt_path": str | None,
     "optimized_metric": str | None,
+    "max_consecutive_bad": Annotated[int, Range(ge=1)],  # SVIModule's, passed by airlab.build
 }
 
 #: Keys a config node carries beside its ``_target_``'s parameters, by the node's path, each with the
