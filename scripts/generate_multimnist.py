@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from airlab.errors import report_user_errors
+from airlab.errors import report_user_errors, run_hydra_app
 
 
 def generate(cfg: DictConfig) -> None:
@@ -62,4 +62,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)
