@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from airlab.errors import report_user_errors
+from airlab.errors import report_user_errors, run_hydra_app
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
@@ -14,4 +14,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)

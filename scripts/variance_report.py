@@ -6,7 +6,7 @@ Writes variance_report.json, .md and .png in the run directory (see docs/varianc
 import hydra
 from omegaconf import DictConfig
 
-from airlab.errors import report_user_errors
+from airlab.errors import report_user_errors, run_hydra_app
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="variance_report")
@@ -17,4 +17,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)

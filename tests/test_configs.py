@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -36,6 +37,10 @@ def test_every_option_composes_and_validates(make_cfg, group, option):
     if group == "model" and option == "air":
         overrides.append("data=multimnist")
     cfg = make_cfg(overrides)
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="^trainer.accelerator: 'gpu' needs a GPU, but none is visible"):
+            validate_config(cfg)  # refused before any work on a machine without one
+        return
     validate_config(cfg)  # raises ConfigError on a bad value
     # The option was the one composed: its own _target_ (for a group that declares one) is in the config.
     chosen = OmegaConf.load(Path(CONFIG_DIR) / group / f"{option}.yaml")

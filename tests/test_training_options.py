@@ -41,7 +41,8 @@ def module_step(scale_to_dataset: bool, num_train: int | None, images: torch.Ten
 def test_loss_scale_multiplies_the_surrogate_but_train_loss_stays_per_image():
     """With ``scale_to_dataset`` the surrogate (and so the gradient) is N/B times the unscaled one on
     the same draws, while ``train/loss`` is the loss per image either way."""
-    images = torch.rand(10, 1, 28, 28)
+    # Fixed images: on about 1 draw in 30 one gradient element misses atol=1e-4 (float32 round-off at 100x).
+    images = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     scaled, surrogate, logged, grads = module_step(True, 1000, images)
     assert scaled.loss_scale(10) == 100.0 and scaled.loss_scale(8) == 125.0
     state = scaled.model.state_dict()

@@ -1,15 +1,17 @@
 """Start-up validation of a composed config, from the signatures of the classes it builds.
 
-Every config node with a ``_target_`` in airlab (or one of torch's and Pyro's optimizers) is checked
-against that target's constructor before anything is built: each key must be a parameter, of the
-parameter's type, and meet the rules its ``Annotated`` markers state (:mod:`airlab.config.options`).
-A class that relates several of its options (two fractions that must leave training data) checks them
-in a classmethod ``validate_options(options, prefix)``. A node built from another library's class
-(the Lightning trainer, loggers) is left to that class.
+Every config node with a ``_target_`` in airlab, torch's and Pyro's optimizers or Lightning (trainer,
+callbacks, loggers) is checked against that target's constructor before anything is built: each key
+must be a parameter, of the parameter's type, and meet the rules its ``Annotated`` markers state
+(:mod:`airlab.config.options`). A class that relates several of its options (two fractions that must
+leave training data) checks them in a classmethod ``validate_options(options, prefix)``; options of
+different groups that do not go together (an estimator the model cannot use, more devices than there
+are) are checked last (:mod:`airlab.config.combinations`).
 
-The exceptions, each in one table below: keys the YAML carries that are not constructor parameters
+The exceptions, each in one table: keys the YAML carries that are not constructor parameters
 (:data:`EXTRA_KEYS`), parameters the builder passes itself (:data:`BUILD_TIME_ARGUMENTS`), the ranges
-of third-party optimizers (:data:`OPTIMIZER_RULES`) and the top-level keys (:data:`TOP_LEVEL`).
+of third-party parameters (:mod:`airlab.config.library`), the top-level keys (:data:`TOP_LEVEL`,
+:data:`SECTIONS`) and ``paths.*`` (:data:`PATHS`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from airlab.config.combinations import check_devices, check_estimator_fits_model
+from airlab.config.library import CHECKED_TARGETS, LIBRARY_RULES, OPEN_KEYWORDS
 from airlab.config.options import Excluded, OneOf, Range, Rule, describe
 from airlab.errors import ConfigError
 
@@ -37,7 +41,23 @@ TOP_LEVEL: dict[str, Any] = {
     "ckpt_path": str | None,
     "optimized_metric": str | None,
     "max_consecutive_bad": Annotated[int, Range(ge=1)],  # SVIModule's, passed by airlab.build
+    "tags": list[str] | None,
+    "test": bool,
 }
+
+#: The other top-level keys: the config groups (their nodes are checked below) and the sections a task
+#: reads and checks itself before it starts work (``eval``: scripts/evaluate.py, ``report``:
+#: scripts/variance_report.py, ``benchmark``: scripts/benchmark.py).
+SECTIONS = (
+    "data", "model", "elbo", "optim", "trainer", "logger", "callbacks", "paths",
+    "eval", "report", "benchmark", "hydra",
+)  # fmt: skip
+
+#: ``paths.*`` (configs/paths): plain directories, no ``_target_``.
+PATHS: dict[str, Any] = {"root_dir": str, "data_dir": str, "log_dir": str, "output_dir": str}
+
+#: Groups whose entries each build one object (a callback, a logger) and so must carry a ``_target_``.
+TARGET_LISTS = ("callbacks", "logger")
 
 #: Keys a config node carries beside its ``_target_``'s parameters, by the node's path, each with the
 #: class whose signature takes it. ``optim.baseline_lr`` is no optimizer argument: the SVI module gives
@@ -47,21 +67,6 @@ EXTRA_KEYS: dict[str, dict[str, str]] = {"optim": {"baseline_lr": "airlab.svi_mo
 #: Constructor parameters that the builder fills, by the node's path; they are not config keys. The model
 #: gets the data's image shape, the optimizer the module's parameter groups.
 BUILD_TIME_ARGUMENTS: dict[str, tuple[str, ...]] = {"model": ("image_shape",), "optim": ("params",)}
-
-#: Ranges of the torch and Pyro optimizers' parameters (their signatures give types only), by name.
-OPTIMIZER_RULES: dict[str, Rule] = {
-    "lr": Range(gt=0),
-    "eps": Range(gt=0),
-    "weight_decay": Range(ge=0),
-    "betas": Range(ge=0, lt=1),
-    "momentum": Range(ge=0),
-    "alpha": Range(ge=0, le=1),
-    "clip_norm": Range(gt=0),
-    "lrd": Range(gt=0, le=1),
-}
-OPTIMIZER_MODULES = ("torch.optim.", "pyro.optim.")
-#: Targets whose signatures are checked: airlab's own classes and the optimizers.
-CHECKED_TARGETS = ("airlab.", *OPTIMIZER_MODULES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,17 +266,21 @@ def check_node(prefix: str, target: Callable, node: Mapping[str, Any] | DictConf
     keys such as ``_target_`` left out)."""
     values = {str(k): v for k, v in _plain(node).items() if not str(k).startswith("_")}
     options = options_of(prefix, target)
-    is_optimizer = f"{getattr(target, '__module__', '')}.".startswith(OPTIMIZER_MODULES)
+    module = f"{getattr(target, '__module__', '')}."
+    library_rules = next((r for m, r in LIBRARY_RULES.items() if module.startswith(m)), {})
+    open_keywords = f"{module}{getattr(target, '__qualname__', '')}" in OPEN_KEYWORDS
     for key, value in values.items():
         option = options.get(key)
         if option is None:
+            if open_keywords:
+                continue
             raise ConfigError(f"{prefix}.{key}", f"unknown key; valid keys: {', '.join(options)}")
         rules = option.rules
-        if is_optimizer and key in OPTIMIZER_RULES:
-            rules = (*rules, OPTIMIZER_RULES[key])
+        if key in library_rules:
+            rules = (*rules, library_rules[key])
         check_value(f"{prefix}.{key}", value, option.hint, rules)
     for name, option in options.items():
-        if option.required and name not in values:
+        if option.required and name not in values and not open_keywords:
             raise ConfigError(f"{prefix}.{name}", f"must be set ({type_name(option.hint)})")
     cross_check = getattr(target, "validate_options", None)  # options that constrain each other
     if cross_check is not None:
@@ -291,11 +300,40 @@ def _target_paths(node: Any, path: str = "") -> typing.Iterator[str]:
         yield from _target_paths(child, f"{path}.{key}" if path else str(key))
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` for the first bad value of ``cfg``; build nothing."""
+def check_top_level(cfg: DictConfig) -> None:
+    """The top-level keys, ``paths.*``, and the entries of the callback and logger groups."""
+    valid = (*TOP_LEVEL, *SECTIONS)
+    for key in cfg:
+        if str(key) not in valid:
+            raise ConfigError(str(key), f"unknown top-level key; valid keys: {', '.join(valid)}")
     for key, hint in TOP_LEVEL.items():
         if key in cfg:
-            check_value(key, cfg.get(key), hint)
+            value = cfg.get(key)
+            plain = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+            check_value(key, plain, hint)
+    paths = cfg.get("paths")
+    if paths is not None:
+        for key, value in _plain(paths).items():
+            if key not in PATHS:
+                raise ConfigError(f"paths.{key}", f"unknown key; valid keys: {', '.join(PATHS)}")
+            check_value(f"paths.{key}", value, PATHS[key])
+    for group in TARGET_LISTS:
+        entries = OmegaConf.to_container(cfg.get(group) or OmegaConf.create(), resolve=False)
+        named = [name for name, node in entries.items() if isinstance(node, dict) and "_target_" in node]
+        for name, node in entries.items():
+            # With no entry to build (callbacks=none), a preset's settings for the removed entries
+            # (experiment=air_pyro_tutorial sets callbacks.model_checkpoint.every_n_epochs) are left over.
+            if named and node is not None and name not in named:
+                raise ConfigError(
+                    f"{group}.{name}",
+                    f"unknown entry (no _target_ to build); valid entries: {', '.join(named) or 'none'}",
+                )
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` for the first bad value of ``cfg``; build nothing."""
+    check_top_level(cfg)
+    checked: dict[str, tuple[Any, dict[str, Any]]] = {}
     for path in _target_paths(OmegaConf.to_container(cfg, resolve=False)):
         node = OmegaConf.select(cfg, path)
         target_name = str(node.get("_target_"))
@@ -308,4 +346,32 @@ def validate_config(cfg: DictConfig) -> None:
                 f"{path}._target_",
                 f"{target_name!r} cannot be imported ({type(err).__name__}); check the name",
             ) from None
-        check_node(path, target, node)
+        values = check_node(path, target, node)
+        defaults = {n: o.default for n, o in options_of(path, target).items() if not o.required}
+        checked[path] = (target, {**defaults, **values})
+    check_combinations(checked)
+
+
+def _subclass(target: Any, base: type) -> bool:
+    return isinstance(target, type) and issubclass(target, base)
+
+
+def check_combinations(checked: Mapping[str, tuple[Any, Mapping[str, Any]]]) -> None:
+    """Options of different nodes that do not go together (``checked``: each node's path -> its target
+    and its options, defaults filled in); see :mod:`airlab.config.combinations`."""
+    from airlab.estimators import Estimator  # here, not at the top: the validator runs after imports
+    from airlab.models.base import GenerativeModel
+
+    model, elbo = checked.get("model"), checked.get("elbo")
+    if model and elbo and _subclass(elbo[0], Estimator) and _subclass(model[0], GenerativeModel):
+        (estimator, estimator_options), (model_class, model_options) = elbo, model
+        option = model_class.baseline_option
+        check_estimator_fits_model(
+            estimator,
+            model_class,
+            vectorize_particles=bool(estimator_options.get("vectorize_particles")),
+            baseline_kind=model_class.baseline_kind(model_options),
+            baseline_value=model_options.get(option) if option else None,
+        )
+    if "trainer" in checked:
+        check_devices(checked["trainer"][1])

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyro
 import pyro.ops.jit
 import torch
 
-from airlab.errors import ConfigError
 from airlab.estimators.elbo import TraceEstimator, TraceGraphEstimator
 from airlab.estimators.surrogates import LossOutput
-
-if TYPE_CHECKING:
-    from airlab.models.base import GenerativeModel
 
 
 def callable_key(fn: Callable) -> tuple:
@@ -77,14 +73,4 @@ class JitTraceGraphEstimator(_Compiled, TraceGraphEstimator):
     """``tracegraph``, compiled once with ``torch.jit.trace``."""
 
     name = "jit_tracegraph"
-
-    def check_model(self, model: GenerativeModel) -> None:
-        """How many graphs have been compiled so far, over all cached (model, guide) pairs."""
-        super().check_model(model)
-        if model.uses_decaying_avg_baseline():
-            raise ConfigError(
-                "model.baseline",
-                "elbo=jit_tracegraph cannot update a decaying-average baseline (its running mean "
-                "lives in Pyro's param store, outside the compiled graph); "
-                "use model.baseline=nvil|none or elbo=tracegraph",
-            )
+    supports_decaying_avg_baseline = False  # the running mean is outside the compiled graph

@@ -12,6 +12,7 @@ from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.trace_struct import Trace
 
+from airlab.config.combinations import check_estimator_fits_model
 from airlab.config.options import OneOf, Range
 from airlab.errors import ConfigError
 from airlab.estimators.surrogates import (
@@ -45,6 +46,11 @@ class Estimator:
     compiled = False
     #: Graphs compiled so far (compiled estimators count theirs; an eager one compiles none).
     num_compilations = 0
+    #: The estimator can update Pyro's decaying-average baseline (its running mean lives in the param store).
+    supports_decaying_avg_baseline = True
+    #: The bound gives a learned baseline network (NVIL) no loss, so that network would be trained but
+    #: unused (and DDP fails on unused parameters): a model option that builds one is refused.
+    refuses_learned_baselines = False
     #: A bound other than the ELBO that this estimator trains (e.g. ``"iwae"``): validation and test
     #: then also log ``<stage>/<reports_bound>`` with the estimator's own particles.
     reports_bound: str | None = None
@@ -67,19 +73,13 @@ class Estimator:
         )
 
     def check_model(self, model: GenerativeModel) -> None:
-        """Refuse, with one line, a model this estimator cannot train."""
-        if self.requires_reparameterized and model.has_discrete_latents:
-            raise ConfigError(
-                "elbo",
-                f"elbo={self.name} needs a fully reparameterised guide, but model="
-                f"{type(model).__name__.lower()} samples discrete latents; use elbo=trace or elbo=tracegraph",
-            )
-        if self.vectorize_particles and not model.supports_vectorized_particles:
-            raise ConfigError(
-                "elbo.vectorize_particles",
-                f"model={type(model).__name__.lower()} cannot run particles as a batch dimension; "
-                "set elbo.vectorize_particles=false",
-            )
+        """Refuse, with one line, a model this estimator cannot train (the validator applies the same
+        rules to the config, before anything is built)."""
+        learned = any(True for _ in model.baseline_parameters())
+        kind = "decaying_avg" if model.uses_decaying_avg_baseline() else "learned" if learned else "none"
+        check_estimator_fits_model(
+            self, type(model), vectorize_particles=self.vectorize_particles, baseline_kind=kind
+        )
 
     def bind(self, model: GenerativeModel) -> None:
         """Check that this estimator can train ``model``, and read what the model declares about itself."""

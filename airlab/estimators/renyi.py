@@ -28,6 +28,7 @@ class RenyiEstimator(Estimator):
     """
 
     name = "renyi"
+    refuses_learned_baselines = True  # the bound uses no baselines
 
     def __init__(
         self,

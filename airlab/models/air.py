@@ -50,6 +50,8 @@ class AIR(GenerativeModel):
 
     has_discrete_latents = True
     supports_vectorized_particles = False  # the guide's recursion runs over a [B, ...] batch
+    baseline_option = "baseline"
+    baseline_kinds = {"nvil": "learned", "decaying_avg": "decaying_avg"}
     has_object_counts = True
     required_annotations = ("count",)
 

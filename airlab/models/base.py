@@ -10,8 +10,8 @@ estimators, callbacks and tasks read these declarations instead of guessing the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -20,6 +20,10 @@ from airlab.errors import ConfigError
 
 if TYPE_CHECKING:
     from pyro.poutine.trace_struct import Trace
+
+#: What a guide's variance-reduction baseline is: none, Pyro's decaying average of the downstream cost
+#: (its running mean lives in Pyro's param store), or a network trained beside the guide (NVIL).
+BaselineKind = Literal["none", "decaying_avg", "learned"]
 
 
 class GenerativeModel(nn.Module):
@@ -42,6 +46,20 @@ class GenerativeModel(nn.Module):
     scale_to_dataset: bool = False
     #: Per-image annotations the model's metrics need from the data module (e.g. AIR's ``count``).
     required_annotations: tuple[str, ...] = ()
+
+    #: The option (constructor keyword) that picks the guide's variance-reduction baseline, and the kind
+    #: of baseline each of its values asks for (values not listed: none). The config validator reads
+    #: them to refuse an estimator that cannot update, or would not use, that baseline.
+    baseline_option: str | None = None
+    baseline_kinds: Mapping[str, BaselineKind] = {}
+
+    @classmethod
+    def baseline_kind(cls, options: Mapping[str, Any]) -> BaselineKind:
+        """The baseline the guide asks for under the model's options (constructor keywords, defaults
+        filled in); the validator calls it on the class, before anything is built."""
+        if cls.baseline_option is None:
+            return "none"
+        return cls.baseline_kinds.get(options.get(cls.baseline_option), "none")
 
     def check_annotations(self, datamodule: object) -> None:
         """Refuse, in one line, a data module whose images lack the annotations this model needs."""

@@ -1,0 +1,122 @@
+"""Options of different groups that are valid alone but not together, checked before anything is built.
+
+* The estimator and the model (``elbo`` and ``model``), from what their classes declare: the model's
+  ``has_discrete_latents``, ``supports_vectorized_particles`` and ``baseline_kind(options)``
+  (:class:`airlab.models.base.GenerativeModel`), the estimator's ``requires_reparameterized``,
+  ``supports_decaying_avg_baseline`` and ``refuses_learned_baselines``
+  (:class:`airlab.estimators.Estimator`). ``Estimator.check_model`` applies the same function to a built
+  model, for library users.
+* The trainer's ``accelerator`` and ``devices`` against the GPUs and CPU cores this process sees.
+
+Like the rest of :mod:`airlab.config`, this module imports no model or estimator: it reads the
+declarations off the classes it is given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from airlab.config.options import describe
+from airlab.errors import ConfigError
+
+#: Lightning accelerators that run on CUDA GPUs.
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def check_estimator_fits_model(
+    estimator: Any,
+    model_class: type,
+    *,
+    vectorize_particles: bool,
+    baseline_kind: str,
+    baseline_value: Any = None,
+) -> None:
+    """Raise ``ConfigError`` when ``estimator`` (an estimator class or instance) cannot train a model of
+    ``model_class`` whose guide asks for a ``baseline_kind`` baseline (``none``, ``decaying_avg``,
+    ``learned``; ``baseline_value`` is the option's value as the user wrote it)."""
+    elbo, model = f"elbo={estimator.name}", f"model={model_class.__name__.lower()}"
+    if estimator.requires_reparameterized and model_class.has_discrete_latents:
+        raise ConfigError(
+            "elbo",
+            f"{elbo} needs a fully reparameterised guide, but {model} samples discrete latents; "
+            "use elbo=trace or elbo=tracegraph",
+        )
+    if vectorize_particles and not model_class.supports_vectorized_particles:
+        raise ConfigError(
+            "elbo.vectorize_particles",
+            f"true is not valid for {model}: it cannot run particles as a batch dimension; "
+            "set elbo.vectorize_particles=false",
+        )
+    key = f"model.{model_class.baseline_option or 'baseline'}"
+    value = describe(baseline_kind if baseline_value is None else baseline_value)
+    if baseline_kind == "decaying_avg" and not estimator.supports_decaying_avg_baseline:
+        raise ConfigError(
+            key,
+            f"{value} is not valid with {elbo}: it cannot update a decaying-average baseline (its running "
+            f"mean lives in Pyro's param store, outside the compiled graph); use {key}=nvil|none or "
+            "elbo=tracegraph",
+        )
+    if baseline_kind == "learned" and estimator.refuses_learned_baselines:
+        name = str(baseline_value or "learned").upper()
+        raise ConfigError(
+            key,
+            f"{value} is not valid with {elbo}: the {name} baseline network would be trained but unused "
+            f"(this bound uses no baselines, and DDP fails on unused parameters); use {key}=none, "
+            "or elbo=tracegraph to use the network",
+        )
+
+
+def requested_devices(devices: Any, available: int) -> int | None:
+    """How many devices ``trainer.devices`` asks for (``auto`` and ``-1``: all there are, as Lightning
+    reads them; a list or ``"0,1"``: those indices). None when the value is not one of these forms."""
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text == "auto":
+            return available
+        if "," in text:
+            return len([part for part in text.split(",") if part.strip()])
+        devices = int(text) if text.lstrip("-").isdigit() else None
+    if isinstance(devices, list):
+        return len(devices)
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        return available if devices == -1 else devices
+    return None
+
+
+def check_devices(trainer: Mapping[str, Any]) -> None:
+    """Refuse a GPU accelerator without a visible GPU, and ``trainer.devices`` above what is available
+    (GPUs for a GPU accelerator, or ``auto`` with a GPU visible; CPU cores otherwise)."""
+    accelerator = trainer.get("accelerator", "auto")
+    gpus = torch.cuda.device_count()
+    if accelerator in GPU_ACCELERATORS and gpus == 0:
+        raise ConfigError(
+            "trainer.accelerator",
+            f"{describe(accelerator)} needs a GPU, but none is visible; use trainer.accelerator=cpu or auto",
+        )
+    on_gpu = accelerator in GPU_ACCELERATORS or (accelerator == "auto" and gpus > 0)
+    if not on_gpu and accelerator not in ("auto", "cpu"):
+        return  # mps, tpu, ...: Lightning counts those itself
+    available, kind = (gpus, "GPU") if on_gpu else (os.cpu_count() or 1, "CPU core")
+    devices = trainer.get("devices", "auto")
+    count = requested_devices(devices, available)
+    if count is None or count < 1:
+        raise ConfigError(
+            "trainer.devices", f"{describe(devices)} is not valid; use a count >= 1, -1, auto or a list"
+        )
+    if on_gpu and isinstance(devices, list) and max(devices, default=0) >= available:
+        raise ConfigError(
+            "trainer.devices",
+            f"{describe(devices)} names GPU {max(devices)}, but only {available} are visible "
+            f"(indices 0..{available - 1})",
+        )
+    if count > available:
+        raise ConfigError(
+            "trainer.devices",
+            f"{describe(devices)} asks for {count} devices, but only {available} {kind}"
+            f"{'s' if available != 1 else ''} {'are' if available != 1 else 'is'} available; "
+            f"use trainer.devices={available} or fewer",
+        )
