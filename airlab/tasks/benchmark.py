@@ -79,8 +79,11 @@ def airlab_run(cfg: DictConfig, run_dir: Path, seed: int) -> dict[str, Any]:
         run_cfg.seed = seed
         run_cfg.paths.output_dir = str(run_dir)
         run_cfg.pop("benchmark", None)
-        if not (run_cfg.get("callbacks") or {}).get("throughput"):
-            run_cfg.callbacks = {**(run_cfg.get("callbacks") or {}), "throughput": THROUGHPUT_MONITOR}
+        callbacks = run_cfg.get("callbacks") or {}
+        if not callbacks.get("throughput"):
+            # callbacks=none keeps a preset's settings of the removed entries (no _target_): drop them
+            kept = {k: v for k, v in callbacks.items() if v is not None and "_target_" in v}
+            run_cfg.callbacks = {**kept, "throughput": THROUGHPUT_MONITOR}
     for node in (run_cfg.get("callbacks") or {}).values():
         if node is not None and "dirpath" in node:
             node.dirpath = str(run_dir / "checkpoints")
