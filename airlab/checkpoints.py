@@ -86,16 +86,17 @@ def check_model_target(trained: dict[str, Any], cfg: DictConfig, ckpt_path: str)
         )
 
 
-def load_model(
-    cfg: DictConfig, datamodule: pl.LightningDataModule, checkpoint: dict[str, Any], ckpt_path: str
-) -> GenerativeModel:
-    """Build the configured model (:func:`airlab.build.build_model`) and load the checkpoint's weights,
-    refusing any mismatch in one line."""
-    trained = checkpoint[CONFIG_KEY]
-    check_model_target(trained, cfg, ckpt_path)
-    model = build_model(cfg.model, datamodule)
-    state = model_state(checkpoint)
-    expected = model.state_dict()
+def check_fits(
+    expected: dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
+    trained: dict[str, Any],
+    cfg: DictConfig,
+    ckpt_path: str,
+    task: str,
+) -> None:
+    """Refuse in one line naming ``ckpt_path`` and the first mismatching key a checkpoint ``state`` that
+    does not fit ``expected`` (the configured model's ``state_dict``); ``trained`` is its config and
+    ``task`` the verb of the advice (``evaluate``, ``resume``)."""
     problems = [f"{k} is missing from the checkpoint" for k in expected if k not in state]
     problems += [f"{k} is in the checkpoint but not in the model" for k in state if k not in expected]
     problems += [
@@ -110,8 +111,31 @@ def load_model(
         extra = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
         raise CheckpointError(
             f"ckpt_path: {ckpt_path} does not fit the config: {because}; "
-            f"parameter {problems[0]}{extra}; evaluate it with the config it was trained with"
+            f"parameter {problems[0]}{extra}; {task} it with the config it was trained with"
         )
+
+
+def check_resumable(
+    module: pl.LightningModule, checkpoint: dict[str, Any], cfg: DictConfig, ckpt_path: str
+) -> None:
+    """Refuse in one line a checkpoint that training cannot resume ``module`` (an ``SVIModule``) from:
+    another model class, or weights whose keys or shapes differ (before Lightning fails with a traceback)."""
+    check_model_target(checkpoint[CONFIG_KEY], cfg, ckpt_path)
+    check_fits(
+        module.state_dict(), checkpoint["state_dict"], checkpoint[CONFIG_KEY], cfg, ckpt_path, "resume"
+    )
+
+
+def load_model(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, checkpoint: dict[str, Any], ckpt_path: str
+) -> GenerativeModel:
+    """Build the configured model (:func:`airlab.build.build_model`) and load the checkpoint's weights,
+    refusing any mismatch in one line."""
+    trained = checkpoint[CONFIG_KEY]
+    check_model_target(trained, cfg, ckpt_path)
+    model = build_model(cfg.model, datamodule)
+    state = model_state(checkpoint)
+    check_fits(model.state_dict(), state, trained, cfg, ckpt_path, "evaluate")
     model.load_state_dict(state)
     return model
 

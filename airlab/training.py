@@ -4,28 +4,40 @@ The train task (``airlab/tasks/train.py``) runs it; the benchmark task times it.
 what the run logged (``trainer.callback_metrics``: every ``val/*``, ``test/*``, ``train/elbo`` and
 ``throughput/*`` scalar) plus what the run itself measured: ``global_step``, ``epoch``, ``seed`` and the
 wall times ``fit_time_s`` and ``wall_time_s``.
+
+Interrupting a run saves ``last.ckpt`` (:class:`airlab.callbacks.interval_checkpoint.IntervalCheckpoint`)
+and exits without a traceback: exit code 143 (128 + 15) after SIGTERM, 130 (128 + 2) after SIGINT
+(Ctrl+C), as a shell reports a process killed by that signal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from pytorch_lightning.trainer.states import TrainerStatus
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from airlab import quiet_third_party_warnings
 from airlab.atomic import atomic_write_text
 from airlab.build import build_datamodule, build_module, build_trainer, start_task
 from airlab.callbacks.images import tensorboard_writers
 from airlab.callbacks.run_end import RunEndCallback
-from airlab.checkpoints import resolve_checkpoint
+from airlab.checkpoints import check_resumable, load_checkpoint, resolve_checkpoint
 from airlab.config import flatten_config, validate_config
 
 log = logging.getLogger(__name__)
+
+#: Exit codes of a run stopped by a signal (after saving last.ckpt): 128 + the signal's number.
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 
 #: The logged metrics that metrics.json keeps (by prefix).
 LOGGED_PREFIXES = ("val/", "test/", "train/elbo", "throughput/")
@@ -70,6 +82,25 @@ def write_tensorboard_summary(trainer: pl.Trainer, config: dict[str, Any], metri
         writer.flush()
 
 
+@contextlib.contextmanager
+def exit_on_interrupt(trainer: pl.Trainer) -> Iterator[None]:
+    """Turn a SIGTERM (Lightning's ``SIGTERMException``, a ``SystemExit`` whose code would be 0) into exit
+    code 143 and a Ctrl+C (after which Lightning calls ``sys.exit(1)``) into 130, without a traceback."""
+    try:
+        yield
+    except SIGTERMException:
+        log.info("stopped by SIGTERM: exit code %d", EXIT_SIGTERM)
+        raise SystemExit(EXIT_SIGTERM) from None
+    except SystemExit as stop:
+        if stop.code == 1 and trainer.state.status == TrainerStatus.INTERRUPTED:
+            log.info("stopped by SIGINT: exit code %d", EXIT_SIGINT)
+            raise SystemExit(EXIT_SIGINT) from None
+        raise
+    except KeyboardInterrupt:  # outside Lightning's handler (between fit and test)
+        log.info("stopped by SIGINT: exit code %d", EXIT_SIGINT)
+        raise SystemExit(EXIT_SIGINT) from None
+
+
 def run_training(cfg: DictConfig) -> dict[str, Any]:
     """Validate ``cfg``, build everything, fit (resuming ``ckpt_path``), test the final weights unless
     ``test=false``, run the run-end callbacks, and write ``metrics.json`` (rank zero). Returns the metrics."""
@@ -78,19 +109,25 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg)
     seed = start_task(cfg.get("seed"))
     ckpt_path = resolve_checkpoint(cfg)
+    # Read before any work: a truncated or foreign file is one line, not a traceback from Lightning.
+    checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
+    if checkpoint is not None:
+        check_resumable(module, checkpoint, cfg, str(ckpt_path))
+        del checkpoint  # Lightning reads it again in fit
     trainer = build_trainer(cfg)
 
     log.info("training %s with %s", type(module.model).__name__, type(module.estimator).__name__)
     fit_started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    fit_time_s = time.perf_counter() - fit_started
-    fit_metrics = dict(trainer.callback_metrics)
-    test_metrics: dict[str, Any] = {}
-    if cfg.get("test", True):
-        results = trainer.test(module, datamodule=datamodule, verbose=False)
-        test_metrics = results[0] if results else {}
+    with exit_on_interrupt(trainer):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        fit_time_s = time.perf_counter() - fit_started
+        fit_metrics = dict(trainer.callback_metrics)
+        test_metrics: dict[str, Any] = {}
+        if cfg.get("test", True):
+            results = trainer.test(module, datamodule=datamodule, verbose=False)
+            test_metrics = results[0] if results else {}
 
     # Analysis that looks at the finished model (the VAE's t-SNE, ...) is not training time.
     for callback in trainer.callbacks:

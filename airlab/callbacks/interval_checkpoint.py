@@ -1,19 +1,58 @@
-"""Checkpoints at an interval, and always at the end of training."""
+"""Checkpoints at an interval, always at the end of training and when the run is interrupted; every
+checkpoint is written atomically."""
 
 from __future__ import annotations
 
+import logging
+from weakref import proxy
+
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from airlab.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def interrupting_signal(exception: BaseException) -> str | None:
+    """``SIGTERM`` or ``SIGINT`` when ``exception`` is how Lightning reports that signal, else ``None``."""
+    if isinstance(exception, SIGTERMException):
+        return "SIGTERM"
+    if isinstance(exception, KeyboardInterrupt):
+        return "SIGINT"
+    return None
 
 
 class IntervalCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` that also saves when training ends between intervals.
+    """Lightning's ``ModelCheckpoint`` that also saves when training ends between intervals or is
+    interrupted, and never leaves a half-written checkpoint.
 
     Writing a checkpoint of the VAE takes about 15 ms, several per cent of a short MNIST epoch, so
     the default config saves every few epochs. Lightning alone would then leave ``last.ckpt`` behind
     the final weights (and miss the end of a run stopped by ``max_steps`` or ``max_time``); this
     saves the top-k candidate and ``last.ckpt`` at the end unless that step was already saved.
+
+    SIGTERM or SIGINT (Ctrl+C) during training saves ``last.ckpt`` for the step reached and logs its
+    path (:meth:`on_exception`). Each file is written to a temporary file beside it and renamed over
+    it (:func:`airlab.atomic.atomic_path`), so a crash or a full disk during a save leaves the previous
+    checkpoint intact; after SIGKILL, ``ckpt_path=last`` loses at most the steps since the last save
+    (``every_n_train_steps``).
     """
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        """Lightning's save, through a temporary file that rank 0 (the only writer) renames over
+        ``filepath``; the other ranks take part in the collective ``save_checkpoint`` only."""
+        if trainer.is_global_zero:
+            with atomic_path(filepath) as tmp:
+                trainer.save_checkpoint(tmp, self.save_weights_only)
+        else:
+            trainer.save_checkpoint(filepath, self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Save the top-k candidate and ``last.ckpt`` for the final step unless already saved."""
@@ -23,3 +62,30 @@ class IntervalCheckpoint(ModelCheckpoint):
                 self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
         super().on_train_end(trainer, pl_module)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """On SIGTERM or SIGINT, save ``last.ckpt`` for the current step (unless that step is already
+        saved) and log its path; other exceptions are Lightning's (``save_on_exception``)."""
+        signal_name = interrupting_signal(exception)
+        if signal_name is None:
+            super().on_exception(trainer, pl_module, exception)
+            return
+        step = trainer.global_step
+        if not self.save_last:
+            log.warning(
+                "interrupted by %s at step %d: save_last is off, no checkpoint saved", signal_name, step
+            )
+            return
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if trainer.is_global_zero and self.last_model_path:
+            log.info(
+                "interrupted by %s at step %d: saved %s; resume with ckpt_path=last",
+                signal_name,
+                self._last_global_step_saved,
+                self.last_model_path,
+            )
+        elif trainer.is_global_zero:
+            log.info("interrupted by %s at step %d: no training step to save", signal_name, step)
