@@ -4,6 +4,7 @@ line, and gradient clipping applies to each parameter group on its own."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,3 +159,14 @@ def test_gradient_clipping_is_per_parameter_group():
     assert norm(baseline) == pytest.approx(1.0, rel=1e-4)
     assert all(torch.equal(p.grad, g) for p, g in zip(main, main_before, strict=True))
     assert norm(main) < 1.0
+
+
+def test_a_non_finite_model_is_never_saved_as_the_best_checkpoint(make_cfg, monkeypatch, caplog):
+    """val/elbo is nan at every validation: last.ckpt records the run, but no best checkpoint is kept."""
+    import airlab.svi_module
+
+    monkeypatch.setattr(airlab.svi_module, "elbo_estimate", lambda *args: torch.tensor(float("nan")))
+    cfg = fit(make_cfg, monkeypatch, ["trainer.max_steps=4", "callbacks.model_checkpoint.every_n_epochs=1"])
+    saved = sorted(p.name for p in Path(cfg.paths.output_dir, "checkpoints").iterdir())
+    assert saved == ["last.ckpt"]
+    assert "val/elbo=nan is not finite; not saved as a best checkpoint" in caplog.text

@@ -7,10 +7,13 @@ import logging
 from weakref import proxy
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torch import Tensor
 
 from airlab.atomic import atomic_path
+from airlab.nonfinite import all_finite
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,23 @@ class IntervalCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
+
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        """Lightning's top-k save, except for a model that is not finite: a nan/inf monitored value
+        (Lightning would rank it as the worst, and keep it when it is the only one) or weights. Such a
+        model is never saved as the best; ``last.ckpt`` still records where the run is."""
+        value = monitor_candidates.get(self.monitor) if self.monitor else None
+        weights = [p.detach() for p in trainer.lightning_module.parameters()]
+        if (value is not None and not torch.isfinite(torch.as_tensor(value)).all()) or not all_finite(
+            weights
+        ):
+            log.warning(
+                "step %d: %s is not finite; not saved as a best checkpoint",
+                trainer.global_step,
+                f"{self.monitor}={float(value)}" if value is not None else "the model",
+            )
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Save the top-k candidate and ``last.ckpt`` for the final step unless already saved."""
