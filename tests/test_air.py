@@ -98,6 +98,18 @@ def test_anneal_target_is_a_presence_probability_for_both_prior_types():
 # -- the spatial transformer --------------------------------------------------------------------
 
 
+def test_cropping_never_divides_by_a_zero_scale():
+    """A proposal with scale 0 (or -0, or tiny) crops a finite window, with finite gradients."""
+    images = torch.rand(4, 20, 20)
+    z_where = torch.tensor([[0.0, 0.1, 0.2], [-0.0, 0.0, 0.0], [1e-12, 0.3, 0.3], [2.0, 0.0, 0.0]])
+    z_where.requires_grad_(True)
+    windows = image_to_window(images, z_where, 8)
+    windows.sum().backward()
+    assert torch.isfinite(windows).all() and torch.isfinite(z_where.grad).all()
+    assert torch.isfinite(where_to_box(z_where.detach(), 20)).all()
+
+
+
 def smooth_windows(n: int, size: int = 28) -> torch.Tensor:
     axis = torch.linspace(-1, 1, size)
     yy, xx = torch.meshgrid(axis, axis, indexing="ij")
