@@ -78,6 +78,21 @@ def test_tracegraph_air_trains_and_logs_the_air_tags(make_cfg):
     assert attention.height > 2 * 50  # inputs above reconstructions, RGB boxes drawn
 
 
+def test_vimco_trains_air_and_reports_the_iwae_bound(make_cfg):
+    """``elbo=vimco`` on AIR (no learned baseline: VIMCO's leave-one-out signal replaces it)."""
+    probe = "+callbacks.elbo_probe._target_=tests.test_air_training.ElboProbe"
+    overrides = ["elbo=vimco", "elbo.num_particles=2", "model.baseline=none", probe]
+    cfg = make_cfg(
+        FAST + SMALL_AIR + overrides + ["trainer.max_steps=30", "trainer.max_epochs=100", "seed=0"]
+    )
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 30 and metrics["val/iwae"] >= metrics["val/elbo"] - 1.0
+    probes = json.loads((run_dir / "probe.json").read_text())
+    assert probes["end"] > probes["start"] + 3.0, probes
+
+
 def test_a_run_stopped_by_max_time_validates_at_its_last_step(make_cfg):
     """``trainer.max_time`` stops mid-interval; the run validates once more, so metrics.json holds the
     accuracy of the final weights (and throughput/elapsed_s its time)."""

@@ -16,10 +16,12 @@ Estimator semantics follow Pyro 1.9:
   - ``meanfield``: ``TraceMeanField_ELBO`` (analytic KL terms; reparameterised guides only).
   - ``renyi`` / ``iwae``: the Renyi bound (``alpha``) and the importance-weighted bound (alpha = 0),
     computed per datum, with a score-function term weighted by the bound itself.
+  - ``vimco``: the IWAE bound with VIMCO's leave-one-out learning signal per particle (Mnih & Rezende
+    2016) weighting each particle's score-function term: no learned baseline.
   - ``jit_trace`` / ``jit_tracegraph``: ``trace`` / ``tracegraph`` compiled once with ``torch.jit.trace``.
 
 The estimators live in ``elbo`` (``trace``, ``tracegraph``, ``meanfield``), ``compiled`` (the ``jit_*``
-ones), ``renyi`` (``renyi``, ``iwae``) and ``surrogates`` (their per-particle parts); every name is
+ones), ``renyi`` (``renyi``, ``iwae``), ``vimco`` and ``surrogates`` (their per-particle parts); every name is
 re-exported here, so ``_target_: airlab.estimators.TraceEstimator`` and the like keep working.
 """
 
@@ -36,6 +38,7 @@ from airlab.estimators.elbo import (
 )
 from airlab.estimators.renyi import IWAEEstimator, RenyiEstimator
 from airlab.estimators.surrogates import DATA_PLATE, PARTICLE_PLATE, LossOutput, sample_sites
+from airlab.estimators.vimco import VIMCOEstimator
 
 __all__ = [
     "DATA_PLATE",
@@ -52,6 +55,7 @@ __all__ = [
     "RenyiEstimator",
     "TraceEstimator",
     "TraceGraphEstimator",
+    "VIMCOEstimator",
     "callable_key",
     "elbo_estimate",
     "sample_sites",

@@ -67,9 +67,11 @@ class RenyiEstimator(Estimator):
         log_w = torch.as_tensor(log_weight.sum_to(keep))
         return log_w, {name: torch.as_tensor(s).expand_as(log_w) for name, s in scores.items()}
 
-    def __call__(self, model: Callable, guide: Callable, *args: Any, scale: float = 1.0) -> LossOutput:
-        """Negative Rényi bound summed over the batch; ``log_w`` is ``[K, B]`` and the surrogate adds each
-        non-reparameterised site's score weighted by its datum's (detached) bound."""
+    def particles(
+        self, model: Callable, guide: Callable, args: tuple[Any, ...]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Trace | None]:
+        """``log w`` ``[K, B]`` of the K particles for each datum, each non-reparameterised site's score
+        function ``[K, B]``, and the last guide trace."""
         log_ws, scores = [], defaultdict(list)
         guide_trace = None
         for model_trace, guide_trace in self._traces._get_traces(model, guide, args, {}):
@@ -80,13 +82,16 @@ class RenyiEstimator(Estimator):
             log_ws.append(log_w.reshape(log_w.shape[0], -1))
             for name, s in site_scores.items():
                 scores[name].append(s.reshape(s.shape[0], -1))
-        log_w = torch.cat(log_ws)  # [K, B]
+        return torch.cat(log_ws), {name: torch.cat(parts) for name, parts in scores.items()}, guide_trace
+
+    def __call__(self, model: Callable, guide: Callable, *args: Any, scale: float = 1.0) -> LossOutput:
+        """Negative Rényi bound summed over the batch; ``log_w`` is ``[K, B]`` and the surrogate adds each
+        non-reparameterised site's score weighted by its datum's (detached) bound."""
+        log_w, scores, guide_trace = self.particles(model, guide, args)
         one_minus_alpha = 1.0 - self.alpha
         bound = (torch.logsumexp(one_minus_alpha * log_w, 0) - math.log(len(log_w))) / one_minus_alpha
         # The score of every particle's discrete draws is weighted by its datum's bound.
-        score_terms = {
-            name: (torch.cat(parts) * bound.detach()).sum() * scale for name, parts in scores.items()
-        }
+        score_terms = {name: (score * bound.detach()).sum() * scale for name, score in scores.items()}
         surrogate = -(bound.sum() * scale + _sum(score_terms.values()))
         return LossOutput(-bound.sum().detach() * scale, surrogate, None, score_terms, guide_trace)
 
