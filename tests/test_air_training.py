@@ -93,6 +93,20 @@ def test_vimco_trains_air_and_reports_the_iwae_bound(make_cfg):
     assert probes["end"] > probes["start"] + 3.0, probes
 
 
+def test_count_enumeration_trains_air(make_cfg):
+    """``elbo=enum_counts`` on AIR: the counts summed out, no baseline, and it learns."""
+    probe = "+callbacks.elbo_probe._target_=tests.test_air_training.ElboProbe"
+    overrides = ["elbo=enum_counts", "model.baseline=none", probe]
+    cfg = make_cfg(
+        FAST + SMALL_AIR + overrides + ["trainer.max_steps=30", "trainer.max_epochs=100", "seed=0"]
+    )
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 30
+    probes = json.loads((run_dir / "probe.json").read_text())
+    assert probes["end"] > probes["start"] + 3.0, probes
+
+
 def test_a_run_stopped_by_max_time_validates_at_its_last_step(make_cfg):
     """``trainer.max_time`` stops mid-interval; the run validates once more, so metrics.json holds the
     accuracy of the final weights (and throughput/elapsed_s its time)."""

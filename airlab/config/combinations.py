@@ -45,6 +45,12 @@ def check_estimator_fits_model(
             f"{elbo} needs a fully reparameterised guide, but {model} samples discrete latents; "
             "use elbo=trace or elbo=tracegraph",
         )
+    if estimator.requires_discrete_configurations and not model_class.has_enumerable_discrete_latents:
+        raise ConfigError(
+            "elbo",
+            f"{elbo} sums out discrete latents that the model enumerates, but {model} declares no "
+            "discrete configurations; use elbo=trace or elbo=tracegraph",
+        )
     if vectorize_particles and not model_class.supports_vectorized_particles:
         raise ConfigError(
             "elbo.vectorize_particles",

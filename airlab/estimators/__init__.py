@@ -18,11 +18,13 @@ Estimator semantics follow Pyro 1.9:
     computed per datum, with a score-function term weighted by the bound itself.
   - ``vimco``: the IWAE bound with VIMCO's leave-one-out learning signal per particle (Mnih & Rezende
     2016) weighting each particle's score-function term: no learned baseline.
+  - ``enum_counts``: the ELBO with the model's declared discrete configurations summed out exactly
+    (AIR's object counts), so they contribute no score-function term.
   - ``jit_trace`` / ``jit_tracegraph``: ``trace`` / ``tracegraph`` compiled once with ``torch.jit.trace``.
 
 The estimators live in ``elbo`` (``trace``, ``tracegraph``, ``meanfield``), ``compiled`` (the ``jit_*``
-ones), ``renyi`` (``renyi``, ``iwae``), ``vimco`` and ``surrogates`` (their per-particle parts); every name is
-re-exported here, so ``_target_: airlab.estimators.TraceEstimator`` and the like keep working.
+ones), ``renyi`` (``renyi``, ``iwae``), ``vimco``, ``enumeration`` (``enum_counts``) and ``surrogates``
+(their per-particle parts); every name is re-exported here, so ``_target_: airlab.estimators.TraceEstimator`` and the like keep working.
 """
 
 from airlab.estimators.compiled import JitTraceEstimator, JitTraceGraphEstimator, callable_key
@@ -36,11 +38,13 @@ from airlab.estimators.elbo import (
     TraceGraphEstimator,
     elbo_estimate,
 )
+from airlab.estimators.enumeration import CountEnumerationEstimator
 from airlab.estimators.renyi import IWAEEstimator, RenyiEstimator
 from airlab.estimators.surrogates import DATA_PLATE, PARTICLE_PLATE, LossOutput, sample_sites
 from airlab.estimators.vimco import VIMCOEstimator
 
 __all__ = [
+    "CountEnumerationEstimator",
     "DATA_PLATE",
     "DEPENDENCIES",
     "PARTICLE_PLATE",

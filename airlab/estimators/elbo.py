@@ -51,6 +51,9 @@ class Estimator:
     #: The bound gives a learned baseline network (NVIL) no loss, so that network would be trained but
     #: unused (and DDP fails on unused parameters): a model option that builds one is refused.
     refuses_learned_baselines = False
+    #: The estimator sums the model's declared discrete configurations
+    #: (``GenerativeModel.discrete_configurations``) instead of sampling them.
+    requires_discrete_configurations = False
     #: A bound other than the ELBO that this estimator trains (e.g. ``"iwae"``): validation and test
     #: then also log ``<stage>/<reports_bound>`` with the estimator's own particles.
     reports_bound: str | None = None

@@ -53,6 +53,7 @@ class AIR(GenerativeModel):
     baseline_option = "baseline"
     baseline_kinds = {"nvil": "learned", "decaying_avg": "decaying_avg"}
     has_object_counts = True
+    has_enumerable_discrete_latents = True  # n present objects, then none: max_steps + 1 counts
     required_annotations = ("count",)
 
     def __init__(
@@ -323,6 +324,13 @@ class AIR(GenerativeModel):
         if self.baseline_net is not None:
             groups["baseline"] = list(self.baseline_net.parameters())
         return groups
+
+    def discrete_configurations(self) -> dict[str, torch.Tensor]:
+        """``z_pres`` has ``max_steps + 1`` configurations of non-zero probability, one per count n:
+        steps ``< n`` present, the rest absent (an absent object is never followed by a present one)."""
+        counts = torch.arange(self.max_steps + 1)
+        dtype = self.where_prior_loc.dtype
+        return {f"z_pres_{t}": (counts > t).to(dtype).unsqueeze(-1) for t in range(self.max_steps)}
 
     def score_dependencies(self) -> dict[str, list[str]]:
         """``z_pres_t`` gates every later step (the guide's LSTM reads it; absent objects mask every

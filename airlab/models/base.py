@@ -33,6 +33,9 @@ class GenerativeModel(nn.Module):
     has_discrete_latents: bool = False
     #: The model and guide can run ``num_particles`` as an extra leading batch dimension.
     supports_vectorized_particles: bool = True
+    #: ``discrete_configurations()`` lists every configuration of the discrete latents with non-zero
+    #: probability, so ``elbo=enum_counts`` can sum them out (AIR: the T + 1 object counts).
+    has_enumerable_discrete_latents: bool = False
     #: ``infer(images)`` returns per-image object counts, boxes and windows (AIR): count metrics and
     #: the attention pictures apply.
     has_object_counts: bool = False
@@ -105,6 +108,11 @@ class GenerativeModel(nn.Module):
         """Images ``[B, C, H, W]`` from latents ``[B, z]``; models that declare ``has_latent_space``
         implement it."""
         raise NotImplementedError
+
+    def discrete_configurations(self) -> dict[str, torch.Tensor] | None:
+        """The discrete sites' values in every configuration with non-zero probability: site name ->
+        ``[C, *event_shape]`` (row c of every site is configuration c); None when the model declares none."""
+        return None
 
     def baseline_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters trained at ``optim.baseline_lr`` (variance-reduction baselines)."""
