@@ -24,7 +24,8 @@ Estimator semantics follow Pyro 1.9:
 
 The estimators live in ``elbo`` (``trace``, ``tracegraph``, ``meanfield``), ``compiled`` (the ``jit_*``
 ones), ``renyi`` (``renyi``, ``iwae``), ``vimco``, ``enumeration`` (``enum_counts``) and ``surrogates``
-(their per-particle parts); every name is re-exported here, so ``_target_: airlab.estimators.TraceEstimator`` and the like keep working.
+(their per-particle parts); every name is re-exported here, so
+``_target_: airlab.estimators.TraceEstimator`` and the like keep working.
 """
 
 from airlab.estimators.compiled import JitTraceEstimator, JitTraceGraphEstimator, callable_key
