@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, list[tuple[i
     """``tag -> [(step, value)]`` from the run's TensorBoard event files."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # a line per event file otherwise
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
     present = set(events.Tags()["scalars"])

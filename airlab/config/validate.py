@@ -47,10 +47,10 @@ TOP_LEVEL: dict[str, Any] = {
 
 #: The other top-level keys: the config groups (their nodes are checked below) and the sections a task
 #: reads and checks itself before it starts work (``eval``: scripts/evaluate.py, ``report``:
-#: scripts/variance_report.py, ``benchmark``: scripts/benchmark.py).
+#: scripts/variance_report.py, ``benchmark``: scripts/benchmark.py, ``study``: scripts/study.py).
 SECTIONS = (
     "data", "model", "elbo", "optim", "trainer", "logger", "callbacks", "paths",
-    "eval", "report", "benchmark", "hydra",
+    "eval", "report", "benchmark", "study", "hydra",
 )  # fmt: skip
 
 #: ``paths.*`` (configs/paths): plain directories, no ``_target_``.
