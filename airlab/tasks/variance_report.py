@@ -72,6 +72,9 @@ def run_variance_report(cfg: DictConfig) -> dict[str, Any]:
     skipped: dict[str, str] = {}
     for conf in configurations:
         conf_cfg = configuration_cfg(cfg, model_cfg, conf)
+        k, base = conf.elbo_overrides.get("num_particles"), report.get("particles_of")
+        if conf.name == f"{base}_k{k}" and details.get(base, {}).get("num_particles") == k:
+            conf_cfg = f"the same as {base}, which has K = {k}"
         if isinstance(conf_cfg, str):
             skipped[conf.name] = conf_cfg
             log.info("skipping %s: %s", conf.name, conf_cfg)
@@ -111,6 +114,7 @@ def run_variance_report(cfg: DictConfig) -> dict[str, Any]:
         results[conf.name] = result.as_dict()
         details[conf.name] = {
             **dataclasses.asdict(conf),
+            "num_particles": module.estimator.num_particles,
             "baseline_warmup_steps": warmup,
             "warmup_s": round(warmup_s, 3),
             "measure_s": round(time.perf_counter() - started - warmup_s, 3),

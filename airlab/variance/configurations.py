@@ -69,8 +69,8 @@ def parse_configurations(report: DictConfig) -> list[Configuration]:
     for k in particles:
         if not isinstance(k, int) or k < 1:
             raise ConfigError("report.particles", f"{k!r} is not a positive integer")
-        if k == base.elbo_overrides.get("num_particles", 1):
-            continue  # that is the base configuration itself
+        if k == base.elbo_overrides.get("num_particles"):
+            continue  # that is the base configuration itself (its K set explicitly)
         overrides = {**base.elbo_overrides, "num_particles": k}
         configurations.append(
             Configuration(f"{base.name}_k{k}", base.elbo, overrides, dict(base.model_overrides))

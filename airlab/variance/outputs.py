@@ -21,6 +21,10 @@ def write_outputs(output: dict[str, Any], run_dir: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    series = particle_series(output)
+    if len(next(iter(series.values()), [])) >= 2:
+        output["snr_slopes"] = {group: fitted_slope(points) for group, points in series.items()}
+        snr_plot(series, output["snr_slopes"], run_dir / "snr_vs_particles.png")
     (run_dir / "variance_report.json").write_text(json.dumps(output, indent=2))
     table = markdown_report(output)
     (run_dir / "variance_report.md").write_text(table)
@@ -73,6 +77,16 @@ def markdown_report(output: dict[str, Any]) -> str:
     if sites:
         rows = {n: {s: v["var"] for s, v in e["terms"].items()} for n, e in estimators.items()}
         parts.append(_table("Total variance of each score-function term's gradient", rows, sites))
+    if "snr_slopes" in output:
+        lines = [
+            "### SNR against the number of particles K (log-log slope, least squares)\n",
+            "Rainforth et al. 2018 report, for the IWAE bound, about -0.5 for the encoder and +0.5 for the "
+            "decoder (snr_vs_particles.png).\n",
+            "| group | slope |",
+            "|---|---|",
+            *(f"| {group} | {slope:+.3f} |" for group, slope in output["snr_slopes"].items()),
+        ]
+        parts.append("\n".join(lines) + "\n")
     if config["skipped"]:
         parts.append("### Skipped\n\n" + "".join(f"- {n}: {r}\n" for n, r in config["skipped"].items()))
     return "\n".join(parts)
@@ -105,3 +119,44 @@ def bar_chart(output: dict[str, Any], path: Path) -> np.ndarray:
     image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     plt.close(fig)
     return image
+
+
+def particle_series(output: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
+    """Per parameter group, ``(K, SNR)`` of the ``report.particles_of`` configuration and its ``_k<K>``
+    variants, sorted by K (empty without such a series)."""
+    config = output["config"]
+    base = (config.get("report") or {}).get("particles_of")
+    series: dict[str, list[tuple[int, float]]] = {}
+    for name, entry in output["estimators"].items():
+        k = config["configurations"].get(name, {}).get("num_particles")
+        if base is None or k is None or not (name == base or name.startswith(f"{base}_k")):
+            continue
+        for group, stats in entry["groups"].items():
+            series.setdefault(group, []).append((int(k), float(stats["snr"])))
+    return {group: sorted(points) for group, points in series.items()}
+
+
+def fitted_slope(points: list[tuple[int, float]]) -> float:
+    """The least-squares slope of log SNR against log K."""
+    k, snr = np.array(points, dtype=float).T
+    return float(np.polyfit(np.log(k), np.log(snr), 1)[0])
+
+
+def snr_plot(series: dict[str, list[tuple[int, float]]], slopes: dict[str, float], path: Path) -> None:
+    """SNR against K on log-log axes, a line per group with its fitted slope."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for group, points in series.items():
+        k, snr = np.array(points, dtype=float).T
+        line = ax.plot(k, snr, marker="o", label=f"{group}: slope {slopes[group]:+.2f}")[0]
+        fit = np.polyfit(np.log(k), np.log(snr), 1)
+        ax.plot(k, np.exp(np.polyval(fit, np.log(k))), linestyle="--", color=line.get_color(), linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("particles K")
+    ax.set_ylabel("gradient SNR (norm of the mean / sqrt of the total variance)")
+    ax.set_title("IWAE gradient SNR against K (Rainforth et al. 2018: -0.5 / +0.5)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
