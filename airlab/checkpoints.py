@@ -19,6 +19,7 @@ from airlab.config.replay import config_differences
 from airlab.errors import CheckpointError, ConfigError
 from airlab.models.base import GenerativeModel
 from airlab.svi_module import CONFIG_KEY
+from airlab.sweep import job_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,12 @@ MODEL_PREFIX = "model."
 
 
 def resolve_checkpoint(cfg: DictConfig) -> str | None:
-    """``ckpt_path``: a file, or ``last`` for the newest ``last.ckpt`` of this task's earlier runs."""
+    """``ckpt_path``: a file, or ``last`` for the newest ``last.ckpt`` of this task's earlier runs. With
+    ``resume_sweep=true``, a sweep job's own ``last.ckpt`` (from an unfinished earlier run) comes first."""
+    own = job_checkpoint(cfg)
+    if own is not None:
+        log.info("resume_sweep: resuming this job from %s", own)
+        return str(own)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is None:
         return None

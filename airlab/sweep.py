@@ -1,4 +1,16 @@
-"""Hydra callback: after a multirun, write summary.csv (one row per job) at the sweep root."""
+"""Sweeps that survive a kill: ``summary.csv`` after every job, and ``resume_sweep=true``.
+
+:class:`SweepSummary` (a Hydra callback, ``configs/hydra/default.yaml``) rebuilds ``summary.csv`` at the
+sweep root from the job directories' ``metrics.json`` after every job and when the multirun ends. The
+file is replaced atomically under a file lock, so a sweep killed midway keeps the rows of its finished
+jobs, and jobs that end at once in parallel processes (joblib, submitit: ``on_job_end`` runs in the job's
+own process there) never lose each other's rows.
+
+Rerunning a sweep into the same ``hydra.sweep.dir`` with ``resume_sweep=true`` skips each job that
+finished before (:func:`finished_job_metrics`: its ``metrics.json`` exists and its overrides are the
+ones it ran with) and resumes an unfinished one from its own ``checkpoints/last.ckpt``
+(:func:`job_checkpoint`, used by :func:`airlab.checkpoints.resolve_checkpoint`).
+"""
 
 from __future__ import annotations
 
@@ -8,44 +20,151 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from airlab.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 
+#: The top-level key that resumes a sweep; left out of the overrides a finished job is matched on.
+RESUME_KEY = "resume_sweep"
+#: Where ``summary.csv``'s writers take turns (beside it, in the sweep root).
+LOCK_NAME = ".summary.csv.lock"
+#: The ``status`` of a job without ``metrics.json``.
+NO_METRICS = "no metrics.json (failed or still running)"
+
+
+def _is_resume_override(override: str) -> bool:
+    """Whether ``override`` (``resume_sweep=true``, ``+resume_sweep=true``, ...) sets :data:`RESUME_KEY`."""
+    return override.lstrip("+~").split("=", 1)[0] == RESUME_KEY
+
+
+def overrides_text(overrides: list[str]) -> str:
+    """A job's overrides as ``summary.csv`` writes them: space-separated, without ``resume_sweep``."""
+    return " ".join(o for o in overrides if not _is_resume_override(o))
+
+
+def _job_overrides(job_dir: Path) -> str | None:
+    """The overrides Hydra saved for the job in ``job_dir`` (``.hydra/overrides.yaml``), or None."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    lines = [ln[2:].strip() for ln in path.read_text().splitlines() if ln.startswith("- ")]
+    return overrides_text(lines)
+
+
+def _read_metrics(job_dir: Path) -> dict[str, Any] | None:
+    """The job's ``metrics.json``, or None when it has none (or an unreadable one)."""
+    path = job_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def read_summary(sweep_dir: Path) -> dict[int, dict[str, str]]:
+    """The rows of ``sweep_dir/summary.csv`` by job number (empty when there is no such file)."""
+    path = sweep_dir / "summary.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as handle:
+        return {int(row["job"]): row for row in csv.DictReader(handle) if row.get("job", "").isdigit()}
+
 
 def summarise_sweep(sweep_dir: Path) -> Path | None:
     """Write ``summary.csv`` in ``sweep_dir``: one row per job, its overrides and its ``metrics.json``.
-    The file is written atomically (temporary file + rename). Returns its path, or None when the sweep
-    has no jobs."""
-    rows: list[dict[str, Any]] = []
-    for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()):
-        row: dict[str, Any] = {"job": int(job_dir.name)}
-        overrides = job_dir / ".hydra" / "overrides.yaml"
-        if overrides.is_file():
-            lines = [ln[2:].strip() for ln in overrides.read_text().splitlines() if ln.startswith("- ")]
-            row["overrides"] = " ".join(lines)
-        metrics = job_dir / "metrics.json"
-        if metrics.is_file():
-            row.update(json.loads(metrics.read_text()))
-        else:
-            row["status"] = "no metrics.json (failed or still running)"
-        rows.append(row)
-    if not rows:
+
+    The file is written atomically (temporary file + rename) under a lock on ``.summary.csv.lock``, so
+    concurrent writers take turns and the last one sees every finished job. A finished job whose
+    directory is gone keeps the row it had. Returns the path, or None when the sweep has no jobs."""
+    if not sweep_dir.is_dir():
         return None
-    columns = ["job", "overrides"] + sorted({k for r in rows for k in r} - {"job", "overrides"})
-    path = sweep_dir / "summary.csv"
-    with atomic_open(path, "w", newline="") as handle:  # a reader never sees half a table
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda r: r["job"]))
+    with FileLock(str(sweep_dir / LOCK_NAME)):
+        rows: dict[int, dict[str, Any]] = dict(read_summary(sweep_dir))
+        for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()):
+            row: dict[str, Any] = {"job": int(job_dir.name)}
+            overrides = _job_overrides(job_dir)
+            if overrides is not None:
+                row["overrides"] = overrides
+            metrics = _read_metrics(job_dir)
+            if metrics is not None:
+                row.update(metrics)
+            else:
+                row["status"] = NO_METRICS
+            rows[row["job"]] = row
+        if not rows:
+            return None
+        columns = ["job", "overrides"] + sorted({k for r in rows.values() for k in r} - {"job", "overrides"})
+        path = sweep_dir / "summary.csv"
+        with atomic_open(path, "w", newline="") as handle:  # a reader never sees half a table
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows[job] for job in sorted(rows))
     return path
 
 
+def _sweep_job() -> tuple[Path, int, str] | None:
+    """This multirun job's sweep root, number and overrides text; None outside a multirun job."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN or hydra_cfg.job.get("num") is None:
+        return None
+    return Path(hydra_cfg.sweep.dir), int(hydra_cfg.job.num), overrides_text(list(hydra_cfg.overrides.task))
+
+
+def finished_job_metrics(cfg: DictConfig) -> dict[str, Any] | None:
+    """With ``resume_sweep=true`` in a multirun job: the ``metrics.json`` of this job's earlier, finished
+    run (same job number, same overrides), so that the job is skipped; otherwise None (train it).
+
+    The overrides are compared with the job's row in ``summary.csv`` (Hydra has rewritten the job's
+    ``.hydra/overrides.yaml`` by now); with no row, ``metrics.json`` alone counts. A job whose
+    overrides differ (an Optuna trial that drew other values) is trained again."""
+    if cfg.get(RESUME_KEY) is not True:
+        return None
+    job = _sweep_job()
+    if job is None:
+        return None
+    sweep_dir, num, overrides = job
+    metrics = _read_metrics(Path(cfg.paths.output_dir))
+    if metrics is None:
+        return None
+    row = read_summary(sweep_dir).get(num)
+    if row is not None and row.get("overrides", overrides) != overrides:
+        log.info(
+            "resume_sweep: job %d ran with other overrides (%s); training it again", num, row.get("overrides")
+        )
+        return None
+    log.info("resume_sweep: job %d finished before; skipped, metrics from %s", num, cfg.paths.output_dir)
+    return metrics
+
+
+def job_checkpoint(cfg: DictConfig) -> Path | None:
+    """With ``resume_sweep=true`` in a multirun job: the job's own ``checkpoints/last.ckpt`` (left by an
+    earlier run of the sweep that did not finish), or None."""
+    if cfg.get(RESUME_KEY) is not True or _sweep_job() is None:
+        return None
+    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return path if path.is_file() else None
+
+
 class SweepSummary(Callback):
-    """Hydra callback: writes the sweep's ``summary.csv`` when a multirun ends."""
+    """Hydra callback: rewrites the sweep's ``summary.csv`` after every job and when a multirun ends."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """After a multirun job (in the job's process), rebuild the summary with its row."""
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        try:
+            summarise_sweep(Path(config.hydra.sweep.dir))
+        except Exception as err:  # a summary must never fail the job that just finished
+            log.warning("could not update summary.csv: %s", err)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Summarise the sweep directory and log where the summary went."""

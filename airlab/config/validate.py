@@ -43,6 +43,7 @@ TOP_LEVEL: dict[str, Any] = {
     "max_consecutive_bad": Annotated[int, Range(ge=1)],  # SVIModule's, passed by airlab.build
     "tags": list[str] | None,
     "test": bool,
+    "resume_sweep": bool,  # airlab.sweep: skip a sweep's finished jobs, resume the others
 }
 
 #: The other top-level keys: the config groups (their nodes are checked below) and the sections a task
