@@ -29,6 +29,10 @@ def test_benchmark_writes_the_air_fields(make_cfg):
             f"benchmark.air.overrides={air_overrides}",
             "benchmark.air.steps=4",
             "benchmark.air.repeats=1",
+            f"benchmark.estimators.overrides={air_overrides}",
+            "benchmark.estimators.arms=[tracegraph,enum_counts]",
+            "benchmark.estimators.steps=2",
+            "benchmark.estimators.repeats=1",
         ],
         name="benchmark",
     )
@@ -47,3 +51,9 @@ def test_benchmark_writes_the_air_fields(make_cfg):
     assert air["callbacks_overhead_total"] == air["callbacks_overhead"] + air["grad_variance_overhead"]
     table = (run_dir / "benchmark.md").read_text()
     assert "AIR: Pyro TraceGraph_ELBO steps/s" in table and "AIR: peak RSS (MB)" in table
+    estimators = written["estimators"]
+    assert set(estimators["s_per_step"]) == {"tracegraph", "enum_counts"}
+    assert estimators["relative_to_first"]["tracegraph"] == 1.0
+    assert all(seconds > 0 for seconds in estimators["s_per_step"].values())
+    assert "AIR step, enum_counts (s, x the first arm)" in table
+

@@ -32,6 +32,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO
 from airlab.build import build_datamodule, build_model, build_module, start_task
 from airlab.config.compose import compose_config
 from airlab.estimators import elbo_estimate
+from airlab.step_costs import arm_step_seconds
 from airlab.training import run_training
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,11 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     seed = 0 if cfg.get("seed") is None else int(cfg.seed)
     air = run_air_benchmark(cfg, output_dir, seed) if bench.get("air") and bench.air.enabled else None
+    estimators = None
+    if bench.get("estimators") and bench.estimators.enabled:
+        node = bench.estimators
+        overrides = [*node.overrides, *([f"data.source={cfg.data.source}"] if cfg.data.get("source") else [])]
+        estimators = arm_step_seconds(list(node.arms), overrides, int(node.steps), int(node.repeats), seed)
     epochs = int(cfg.trainer.max_epochs)
     compare = compares_bare_loop(cfg)
     runs: dict[str, list[dict[str, Any]]] = {"airlab": [], "bare_pyro": []}
@@ -262,6 +268,8 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     }
     if air is not None:
         result["air"] = air
+    if estimators is not None:
+        result["estimators"] = estimators
     if torch.cuda.is_available():
         result["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if compare:
@@ -318,6 +326,9 @@ def write_report(result: dict[str, Any], output_dir: Path) -> None:
             rows.append(
                 ("AIR: airlab / Pyro's example (recorded s/step)", f"{air['speedup_vs_pyro_example']:.2f}x")
             )
+    for arm, seconds in result.get("estimators", {}).get("s_per_step", {}).items():
+        relative = result["estimators"]["relative_to_first"][arm]
+        rows.append((f"AIR step, {arm} (s, x the first arm)", f"{seconds:.3f} ({relative:.2f}x)"))
     if "cuda_peak_memory_mb" in result:
         rows.append(("CUDA peak memory (MB)", f"{result['cuda_peak_memory_mb']:.0f}"))
     table = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
