@@ -113,7 +113,9 @@ def test_vae_resumed_run_equals_the_uninterrupted_run(make_cfg, tmp_path, n: int
     assert_same_run_state(one_go, resumed)
 
 
-@pytest.mark.parametrize(("baseline", "n"), [("decaying_avg", 4), ("nvil", 2)])
+@pytest.mark.parametrize(
+    ("baseline", "n"), [("decaying_avg", 4), pytest.param("nvil", 2, marks=pytest.mark.slow)]
+)
 def test_air_resumed_run_equals_the_uninterrupted_run(make_cfg, tmp_path, baseline: str, n: int):
     """AIR, ``elbo=tracegraph``: the decaying averages in Pyro's param store (or NVIL's baseline network
     and its parameter group), the annealed prior's step and the monitor's step all come back."""
