@@ -21,10 +21,12 @@ from airlab.config.options import Range
 from airlab.estimators import Estimator, elbo_estimate
 from airlab.models.base import GenerativeModel
 from airlab.nonfinite import NonFiniteGuard, all_finite
+from airlab.rng import rng_state, set_rng_state
 
 PARAM_STORE_KEY = "pyro_param_store"
 CONFIG_KEY = "airlab_config"
 NONFINITE_KEY = "airlab_nonfinite"
+RNG_KEY = "airlab_rng"
 
 
 class SVIModule(pl.LightningModule):
@@ -52,6 +54,8 @@ class SVIModule(pl.LightningModule):
         self.model_fn = model.model
         self.guide_fn = model.guide
         self._pending_param_store: dict[str, torch.Tensor] = {}
+        self._pending_rng: dict[str, Any] | None = None  # a checkpoint's generators, until training starts
+        self._rng_before_validation: dict[str, Any] | None = None
         self.nonfinite = NonFiniteGuard(max_consecutive_bad)
         self._losses_finite = True  # every training_step since the last optimizer step
 
@@ -162,7 +166,9 @@ class SVIModule(pl.LightningModule):
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Save the estimator state in Pyro's param store (not module parameters) and the run's config."""
+        """Save the estimator state in Pyro's param store (not module parameters), the run's config, the
+        non-finite guard's counters and every random generator: during validation, the state training
+        continues from once validation ends (:meth:`on_validation_end` puts it back)."""
         module_tensors = {id(p) for p in self.parameters()}
         store = pyro.get_param_store()
         checkpoint[PARAM_STORE_KEY] = {
@@ -172,11 +178,14 @@ class SVIModule(pl.LightningModule):
         }
         checkpoint[CONFIG_KEY] = self.config
         checkpoint[NONFINITE_KEY] = self.nonfinite.state_dict()
+        checkpoint[RNG_KEY] = self._rng_before_validation or rng_state()
+        reopen_stopped_epoch(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Applied once the module sits on its device (on_train_start / restore_param_store).
-        """Hold the saved param-store entries until the module is on its device."""
+        """Hold the saved param-store entries and generators until training starts."""
         self._pending_param_store = dict(checkpoint.get(PARAM_STORE_KEY, {}))
+        self._pending_rng = checkpoint.get(RNG_KEY)
         self.nonfinite.load_state_dict(checkpoint.get(NONFINITE_KEY, {}))
 
     def restore_param_store(self) -> None:
@@ -187,5 +196,47 @@ class SVIModule(pl.LightningModule):
         self._pending_param_store = {}
 
     def on_train_start(self) -> None:
-        """Restore the estimator state from a resumed checkpoint before the first step."""
+        """Restore the estimator state and the random generators of a resumed checkpoint before the first
+        step: after Lightning's restore and the loader's first pass began, nothing draws before the step."""
         self.restore_param_store()
+        if self._pending_rng is not None:
+            set_rng_state(self._pending_rng)
+            self._pending_rng = None
+
+    def on_validation_start(self) -> None:
+        """Validation (and the callbacks' pictures and counts) draws from the generators: keep their state."""
+        self._rng_before_validation = rng_state()
+
+    def on_validation_end(self) -> None:
+        """Put the generators back, so training draws the same with or without validation in between."""
+        if self._rng_before_validation is not None:
+            set_rng_state(self._rng_before_validation)
+            self._rng_before_validation = None
+
+
+def reopen_stopped_epoch(checkpoint: dict[str, Any]) -> None:
+    """Make the loop state of a checkpoint saved after training ended (``max_steps``, ``max_time``,
+    ``max_epochs``) resume as an uninterrupted run would continue.
+
+    Lightning counts the last epoch as processed and completed once its loop ends, for whatever
+    reason, and keeps its batch count. Resumed as saved, a run stopped midway would start the next
+    epoch (skipping the rest of this one), and one stopped at an epoch's end would run an empty epoch
+    (an epoch number and a validation that the uninterrupted run does not have). Here the first is
+    marked as a mid-epoch save marks it (started, not processed), and the second as between epochs.
+    """
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs, batches = loop.get("epoch_progress"), loop.get("epoch_loop.batch_progress")
+    if not epochs or not batches or batches["current"]["completed"] == 0:
+        return  # no batch of this epoch ran yet
+    current = epochs["current"]
+    if not current["started"] == current["processed"] == current["completed"]:
+        return  # the epoch is still running: a save during the epoch or at its end, before on_train_end
+    if batches.get("is_last_batch", True):
+        for key in batches["current"]:
+            batches["current"][key] = 0
+        batches["is_last_batch"] = False
+        return
+    for progress in (epochs["total"], current):
+        progress["processed"] -= 1
+        progress["completed"] -= 1
+    checkpoint["epoch"] = current["completed"]

@@ -56,4 +56,3 @@ def test_benchmark_writes_the_air_fields(make_cfg):
     assert estimators["relative_to_first"]["tracegraph"] == 1.0
     assert all(seconds > 0 for seconds in estimators["s_per_step"].values())
     assert "AIR step, enum_counts (s, x the first arm)" in table
-

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from airlab.config.options import Range
+from airlab.rng import preserved_rng
 from airlab.viz import PICTURE_SCALE, image_grid, reconstruction_grid, upscale
 
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ class EpochImageLogger(pl.Callback):
         self._last_logged_step = trainer.global_step
         was_training = pl_module.training
         pl_module.eval()
-        with torch.no_grad():
+        # Pictures sample latents; training (and a resumed run) must not see them in its random stream.
+        with torch.no_grad(), preserved_rng():
             self.log_images(writers, batch, pl_module, trainer.global_step)
         pl_module.train(was_training)
 

@@ -8,12 +8,14 @@ MNIST-sized data fits in memory, so a batch is one fancy-index into uint8 tensor
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from airlab.data.resumable import EpochSampler, ResumableLoader
 
 Binarize = Literal["none", "fixed", "dynamic"]
 
@@ -77,20 +79,26 @@ def make_loader(
     num_workers: int,
     pin_memory: bool,
     drop_last: bool = False,
+    epoch_batches: Callable[[], float | None] | None = None,
 ) -> DataLoader:
     # Dropping the ragged last batch keeps every training batch the same shape: a decaying-average
     # baseline is a per-position tensor, and a jit-compiled loss is traced for one batch size.
-    """A DataLoader over ``dataset``; ``drop_last`` only when the dataset holds more than one batch."""
+    """A resumable DataLoader over ``dataset`` (:mod:`airlab.data.resumable`); ``drop_last`` only when
+    the dataset holds more than one batch. Shuffling is seeded by torch's seed (``seed``) and the epoch,
+    and no loader draws from the global generators: resuming a run replays its data exactly."""
     drop_last = drop_last and len(dataset) > batch_size
-    return DataLoader(
+    seed = torch.initial_seed()
+    return ResumableLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=EpochSampler(dataset, seed) if shuffle else None,
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=drop_last,
         collate_fn=collate_batch,
         persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),  # worker seeds, not the global generator
+        epoch_batches=epoch_batches,
     )
 
 
@@ -152,7 +160,13 @@ class InMemoryDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=train,
+            epoch_batches=self._train_batches if train else None,
         )
+
+    def _train_batches(self) -> float | None:
+        """The batches a training epoch takes under the attached trainer (``limit_train_batches``)."""
+        trainer = self.trainer
+        return None if trainer is None else trainer.num_training_batches
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches."""
