@@ -46,11 +46,11 @@ def decaying_average(name: str, cost: torch.Tensor, beta: float) -> torch.Tensor
         shape = (*cost.shape[:-1], local * world) if cost.dim() else cost.shape
         store[key] = cost.detach().new_zeros(shape)
     average = store._params[key]  # unconstrained == constrained: a real-valued param
-    if cost.dim() and world > 1:
+    if cost.dim() and average.dim():
         if average.shape[-1] != local * world:
             raise ValueError(
-                f"site {name}: the decaying average holds {average.shape[-1]} batch positions, "
-                f"expected {local * world} ({local} on each of {world} ranks)"
+                f"site {name}: the decaying average holds {average.shape[-1]} batch positions, expected "
+                f"{local * world} ({local} images on each of {world} ranks): another batch size?"
             )
         average = average.narrow(-1, rank * local, local)
     old = average.detach().clone()

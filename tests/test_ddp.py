@@ -5,12 +5,16 @@ batch; a run makes one run directory and rank 0 alone writes ``metrics.json``.""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies.launchers import subprocess_script
 
+import __main__
+from airlab.ddp import child_command, install
 from tests.conftest import run_script
 from tests.test_ddp_equality import TOLERANCE, FixedNoise
 
@@ -132,3 +136,46 @@ def test_lightning_ddp_step_equals_one_process_and_makes_one_run_directory(tmp_p
             difference = max(float((a - b).abs().max()) for a, b in zip(got[key], expected[key], strict=True))
             print(f"rank {rank} {key}: largest {largest:.3g}, difference {difference:.3g}")
             assert difference <= TOLERANCE * max(1.0, largest), (rank, key)
+
+
+def test_ddp_children_run_this_job_in_its_run_directory(make_cfg, monkeypatch, tmp_path):
+    """In a multirun job the processes DDP starts get the job's overrides and output directory, not
+    ``-m`` and the sweep (with which each child would run the whole sweep again, elsewhere)."""
+    make_cfg(["seed=3", "trainer=ddp"])
+    monkeypatch.setattr(sys, "argv", ["scripts/train.py", "-m", "seed=3,4", "-cn", "train"])
+    monkeypatch.setattr(__main__, "__spec__", None)
+    command, cwd = child_command(local_rank=1)
+    assert command[1].endswith("scripts/train.py") and command[2:4] == ["-cn", "train"]
+    assert "-m" not in command and "seed=3,4" not in command
+    assert command.index("seed=3") < command.index(f'hydra.run.dir="{tmp_path / "run"}"')
+    assert command[-2].endswith("_ddp_process_1") and command[-1] == "hydra.output_subdir=null"
+    assert cwd == str(tmp_path / "run")
+    install()
+    assert subprocess_script._hydra_subprocess_cmd is child_command
+
+
+@pytest.mark.slow
+def test_ddp_in_a_multirun_job_makes_one_job_directory(tmp_path):
+    """``-m`` with ``trainer=ddp`` (one job, 2 CPU ranks): the sweep has one directory, its job one, in
+    which rank 1 logged (``train_ddp_process_1.log``) and rank 0 alone wrote ``metrics.json``."""
+    train(
+        tmp_path,
+        "-m",
+        *DDP_ON_TWO_CPUS,
+        "data.source=bundled",
+        "data.subset_size=64",
+        "data.batch_size=8",
+        "trainer.max_steps=2",
+        "trainer.max_epochs=1",
+        "test=false",
+        "callbacks.progress_bar=null",
+        "seed=0",
+    )
+    outputs = tmp_path / "outputs" / "train"
+    assert [p.name for p in outputs.iterdir()] == ["multirun"]
+    sweeps = list((outputs / "multirun").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir())
+    assert jobs == ["0"], jobs
+    job = sweeps[0] / "0"
+    assert (job / "metrics.json").is_file() and (job / "train_ddp_process_1.log").is_file()

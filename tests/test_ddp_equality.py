@@ -236,3 +236,12 @@ def test_ddp_step_equals_one_process_on_the_concatenated_batch(case, ddp_records
     for step in range(1, STEPS + 1):  # the ranks hold identical decaying averages
         first, second = (records[case][step]["averages"] for records in ddp_records)
         assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_a_decaying_average_of_another_batch_size_is_one_clear_error():
+    """The store holds one average per position of the (global) batch: another size is refused."""
+    from airlab.baselines import decaying_average
+
+    decaying_average("site", torch.zeros(4), beta=0.5)
+    with pytest.raises(ValueError, match="holds 4 batch positions, expected 3"):
+        decaying_average("site", torch.zeros(3), beta=0.5)
