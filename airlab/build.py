@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from airlab.config.validate import EXTRA_KEYS
+from airlab.ddp import install as install_ddp_child_command
 from airlab.models.base import GenerativeModel
 from airlab.svi_module import SVIModule
 
@@ -89,7 +90,9 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
-    """The ``trainer`` group's Trainer with the ``callbacks`` and ``logger`` groups' entries."""
+    """The ``trainer`` group's Trainer with the ``callbacks`` and ``logger`` groups' entries. The
+    processes DDP starts run this job in its run directory (:mod:`airlab.ddp`)."""
+    install_ddp_child_command()
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -17,6 +17,7 @@ import pyro
 import pytorch_lightning as pl
 import torch
 
+from airlab.baselines import synchronise_averages
 from airlab.config.options import Range
 from airlab.estimators import Estimator, elbo_estimate
 from airlab.models.base import GenerativeModel
@@ -66,42 +67,67 @@ class SVIModule(pl.LightningModule):
             return self.num_train / batch_size
         return 1.0
 
+    @staticmethod
+    def world_size() -> int:
+        """The number of DDP ranks (1 unless torch.distributed is initialised)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size()
+        return 1
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One SVI step: log ``train/loss`` and ``train/elbo`` per image; return the surrogate."""
+        """One SVI step: log ``train/loss`` and ``train/elbo`` per image; return the surrogate.
+
+        Under DDP, W ranks of B images each make the step one process makes on their W*B images: the
+        estimator scales to the global batch (N/(W*B)), so costs and baselines are the one process's,
+        and the surrogate is multiplied by W, so that DDP's mean of the ranks' gradients is their sum.
+        ``train/loss`` (per step) is this rank's; ``train/elbo`` (per epoch) is reduced across ranks.
+        """
         self.model.on_train_step(self.global_step)
         images = batch["image"]
         batch_size = images.shape[0]
-        scale = self.loss_scale(batch_size)
+        world = self.world_size()
+        scale = self.loss_scale(batch_size * world)
         out = self.estimator(self.model_fn, self.guide_fn, images, scale=scale)
+        synchronise_averages()  # a collective (under DDP): before any rank can return early
+        surrogate = out.surrogate * world if world > 1 else out.surrogate
         loss_per_image = out.loss / (scale * batch_size)
         value = float(loss_per_image)
         if not math.isfinite(value):
             # Logged nowhere (it would poison the epoch means); on_before_optimizer_step skips the step.
             self._losses_finite = False
-            return out.surrogate
+            return surrogate
         self.nonfinite.record_loss(value, self.global_step)
         self.log("train/loss", loss_per_image, prog_bar=True, batch_size=batch_size)
-        self.log("train/elbo", -loss_per_image, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log(
+            "train/elbo", -loss_per_image, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True
+        )
         if out.baseline_loss is not None:
             self.log("train/baseline_loss", out.baseline_loss / batch_size, batch_size=batch_size)
         if out.guide_trace is not None:
             for name, value in self.model.training_metrics(out.guide_trace).items():
                 self.log(f"train/{name}", value, batch_size=batch_size)
-        return out.surrogate
+        return surrogate
 
     def _evaluation_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         images = batch["image"]
         batch_size = images.shape[0]
         elbo = elbo_estimate(self.model_fn, self.guide_fn, images) / batch_size
-        self.log(f"{stage}/elbo", elbo, prog_bar=stage == "val", batch_size=batch_size)
+        # Epoch means over every rank's images (sync_dist), as one process would log them.
+        self.log(f"{stage}/elbo", elbo, prog_bar=stage == "val", batch_size=batch_size, sync_dist=True)
         if self.estimator.reports_bound is not None:
             # The bound being trained, with its K particles, next to the ELBO.
             bound = -self.estimator(self.model_fn, self.guide_fn, images).loss / batch_size
-            self.log(f"{stage}/{self.estimator.reports_bound}", bound, batch_size=batch_size)
+            self.log(f"{stage}/{self.estimator.reports_bound}", bound, batch_size=batch_size, sync_dist=True)
         with torch.no_grad():
             metrics, outputs = self.model.evaluate(batch)
         for name, value in metrics.items():
-            self.log(f"{stage}/{name}", value, prog_bar=name == "count_accuracy", batch_size=batch_size)
+            self.log(
+                f"{stage}/{name}",
+                value,
+                prog_bar=name == "count_accuracy",
+                batch_size=batch_size,
+                sync_dist=True,
+            )
         return outputs
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
