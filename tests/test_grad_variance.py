@@ -278,7 +278,9 @@ def test_variance_report_script_on_the_vae(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / "variance_report").glob("*/*")
     report = json.loads((run_dir / "variance_report.json").read_text())
-    assert set(report) == {"estimators", "config"}
+    # trace (K = 1) and trace_k4 form a particle series: its SNR slopes come with the report
+    assert set(report) == {"estimators", "config", "snr_slopes"}
+    assert set(report["snr_slopes"]) == {"guide/encoder", "model/decoder"}
     assert list(report["estimators"]) == ["trace", "tracegraph", "trace_k4"]
     for entry in report["estimators"].values():
         assert set(entry) == {"groups", "terms"} and entry["terms"] == {}
