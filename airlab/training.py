@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from airlab import quiet_third_party_warnings
 from airlab.atomic import atomic_write_text
@@ -32,6 +33,8 @@ from airlab.callbacks.images import tensorboard_writers
 from airlab.callbacks.run_end import RunEndCallback
 from airlab.checkpoints import check_resumable, load_checkpoint, resolve_checkpoint
 from airlab.config import flatten_config, validate_config
+from airlab.config.tree import print_config_tree
+from airlab.trackers import log_config_params
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +73,12 @@ def logged_metrics(*sources: dict[str, Any]) -> dict[str, float]:
 
 
 def write_tensorboard_summary(trainer: pl.Trainer, config: dict[str, Any], metrics: dict[str, float]) -> None:
-    """hparams (the resolved config, with the final metrics) and the custom-scalars layout."""
+    """hparams (the resolved config, with the final metrics) and the custom-scalars layout; the same
+    flattened config as the params of an MLflow run."""
     from torch.utils.tensorboard.summary import hparams
 
     params = flatten_config(config)
+    log_config_params(trainer, params)
     hparam_metrics = {k: v for k, v in metrics.items() if "/" in k}
     for writer in tensorboard_writers(trainer):
         for summary in hparams(params, hparam_metrics):
@@ -107,6 +112,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     quiet_third_party_warnings()
     validate_config(cfg)
+    if rank_zero_only.rank == 0:
+        print_config_tree(cfg, cfg.paths.output_dir)
     seed = start_task(cfg.get("seed"))
     ckpt_path = resolve_checkpoint(cfg)
     # Read before any work: a truncated or foreign file is one line, not a traceback from Lightning.

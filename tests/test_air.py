@@ -109,7 +109,6 @@ def test_cropping_never_divides_by_a_zero_scale():
     assert torch.isfinite(where_to_box(z_where.detach(), 20)).all()
 
 
-
 def smooth_windows(n: int, size: int = 28) -> torch.Tensor:
     axis = torch.linspace(-1, 1, size)
     yy, xx = torch.meshgrid(axis, axis, indexing="ij")
