@@ -5,7 +5,7 @@ through :class:`MLflowPictureWriter`, which takes the ``add_image``/``add_figure
 callbacks make on TensorBoard's SummaryWriters (``airlab.callbacks.images.picture_writers``) and stores
 each picture as a PNG artifact, ``<tag>/step_<step>.png`` (:class:`WandbPictureWriter` does the same for
 wandb, as ``wandb.Image`` media). The flattened config goes to MLflow's params
-at the end of the run, as it goes to TensorBoard's hparams (:func:`log_config_params`).
+when the run starts, as it goes to TensorBoard's hparams (:func:`log_config_params`).
 
 ``logger=wandb`` builds :class:`WandbLogger`, which refuses at config time, in one line, when the
 optional ``wandb`` package is not installed.
@@ -39,6 +39,7 @@ class MLflowLogger(MLFlowLogger):
 
     def __init__(self, **kwargs: Any) -> None:
         uri = kwargs.get("tracking_uri")
+        database: Path | None = None
         if isinstance(uri, str) and uri.startswith(SQLITE_PREFIX):
             database = Path(uri[len(SQLITE_PREFIX) :]).absolute()
             database.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +48,19 @@ class MLflowLogger(MLFlowLogger):
         if isinstance(location, str) and "://" not in location and not location.startswith("file:"):
             kwargs["artifact_location"] = str(Path(location).absolute())
         super().__init__(**kwargs)
+        if database is not None:
+            self._prepare_store(database)
+
+    def _prepare_store(self, database: Path) -> None:
+        """Create the store's tables and the experiment under a file lock: the parallel jobs of a sweep
+        (hydra/launcher=joblib) share one store, and two first runs must not both create them."""
+        from filelock import FileLock
+        from mlflow.tracking import MlflowClient
+
+        with FileLock(f"{database}.lock"):
+            client = MlflowClient(self._tracking_uri)
+            if client.get_experiment_by_name(self._experiment_name) is None:
+                client.create_experiment(self._experiment_name, artifact_location=self._artifact_location)
 
 
 class WandbLogger(LightningWandbLogger):

@@ -33,7 +33,7 @@ from airlab.callbacks.images import tensorboard_writers
 from airlab.callbacks.run_end import RunEndCallback
 from airlab.checkpoints import check_resumable, load_checkpoint, resolve_checkpoint
 from airlab.config import flatten_config, validate_config
-from airlab.config.tree import print_config_tree
+from airlab.config.tree import print_config_tree, save_config_tree
 from airlab.trackers import log_config_params
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,10 @@ def logged_metrics(*sources: dict[str, Any]) -> dict[str, float]:
 
 
 def write_tensorboard_summary(trainer: pl.Trainer, config: dict[str, Any], metrics: dict[str, float]) -> None:
-    """hparams (the resolved config, with the final metrics) and the custom-scalars layout; the same
-    flattened config as the params of an MLflow run."""
+    """hparams (the resolved config, with the final metrics) and the custom-scalars layout."""
     from torch.utils.tensorboard.summary import hparams
 
     params = flatten_config(config)
-    log_config_params(trainer, params)
     hparam_metrics = {k: v for k, v in metrics.items() if "/" in k}
     for writer in tensorboard_writers(trainer):
         for summary in hparams(params, hparam_metrics):
@@ -112,8 +110,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     quiet_third_party_warnings()
     validate_config(cfg)
-    if rank_zero_only.rank == 0:
-        print_config_tree(cfg, cfg.paths.output_dir)
+    # Printed at once, saved once the inputs passed their checks (a bad input leaves no run directory).
+    tree = print_config_tree(cfg) if rank_zero_only.rank == 0 else None
     seed = start_task(cfg.get("seed"))
     ckpt_path = resolve_checkpoint(cfg)
     # Read before any work: a truncated or foreign file is one line, not a traceback from Lightning.
@@ -123,7 +121,11 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if checkpoint is not None:
         check_resumable(module, checkpoint, cfg, str(ckpt_path))
         del checkpoint  # Lightning reads it again in fit
+    if tree is not None:
+        save_config_tree(tree, cfg.paths.output_dir)
     trainer = build_trainer(cfg)
+    # MLflow's params are written once, at the start, so that a killed run has them too.
+    log_config_params(trainer, flatten_config(module.config))
 
     log.info("training %s with %s", type(module.model).__name__, type(module.estimator).__name__)
     fit_started = time.perf_counter()

@@ -41,16 +41,18 @@ def config_tree(cfg: DictConfig, order: Sequence[str] = FIRST) -> Tree:
     return tree
 
 
-def print_config_tree(cfg: DictConfig, output_dir: str | Path | None = None) -> str:
-    """Print the tree to stdout (colour on a terminal only) and save it, plain, to
-    ``output_dir/config_tree.log``. Returns the plain text."""
+def print_config_tree(cfg: DictConfig) -> str:
+    """Print the tree to stdout (colour on a terminal only); returns it as plain text."""
     tree = config_tree(cfg)
     Console().print(tree)
     buffer = io.StringIO()
     Console(file=buffer, force_terminal=False, no_color=True, width=120).print(tree)
-    text = buffer.getvalue()
-    if output_dir is not None:
-        path = Path(output_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / TREE_FILE).write_text(text)
-    return text
+    return buffer.getvalue()
+
+
+def save_config_tree(text: str, output_dir: str | Path) -> Path:
+    """Write the plain tree to ``output_dir/config_tree.log``; returns the path."""
+    path = Path(output_dir) / TREE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
