@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from airlab import quiet_third_party_warnings
 from airlab.atomic import atomic_write_text
@@ -32,6 +33,8 @@ from airlab.callbacks.images import tensorboard_writers
 from airlab.callbacks.run_end import RunEndCallback
 from airlab.checkpoints import check_resumable, load_checkpoint, resolve_checkpoint
 from airlab.config import flatten_config, validate_config
+from airlab.config.tree import print_config_tree, save_config_tree
+from airlab.trackers import log_config_params
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     quiet_third_party_warnings()
     validate_config(cfg)
+    # Printed at once, saved once the inputs passed their checks (a bad input leaves no run directory).
+    tree = print_config_tree(cfg) if rank_zero_only.rank == 0 else None
     seed = start_task(cfg.get("seed"))
     ckpt_path = resolve_checkpoint(cfg)
     # Read before any work: a truncated or foreign file is one line, not a traceback from Lightning.
@@ -116,7 +121,11 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if checkpoint is not None:
         check_resumable(module, checkpoint, cfg, str(ckpt_path))
         del checkpoint  # Lightning reads it again in fit
+    if tree is not None:
+        save_config_tree(tree, cfg.paths.output_dir)
     trainer = build_trainer(cfg)
+    # MLflow's params are written once, at the start, so that a killed run has them too.
+    log_config_params(trainer, flatten_config(module.config))
 
     log.info("training %s with %s", type(module.model).__name__, type(module.estimator).__name__)
     fit_started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,10 @@ def test_every_option_composes_and_validates(make_cfg, group, option):
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="^trainer.accelerator: 'gpu' needs a GPU, but none is visible"):
             validate_config(cfg)  # refused before any work on a machine without one
+        return
+    if (group, option) == ("logger", "wandb") and importlib.util.find_spec("wandb") is None:
+        with pytest.raises(ConfigError, match="^logger.wandb: wandb is not installed; pip install wandb"):
+            validate_config(cfg)  # an optional dependency (pip install -e ".[wandb]")
         return
     validate_config(cfg)  # raises ConfigError on a bad value
     # The option was the one composed: its own _target_ (for a group that declares one) is in the config.

@@ -1,9 +1,9 @@
-"""Log reconstructions and prior samples of the validation images to TensorBoard."""
+"""Log reconstructions and prior samples of the validation images to TensorBoard (and MLflow)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pytorch_lightning as pl
 import torch
@@ -28,6 +28,15 @@ def tensorboard_writers(trainer: pl.Trainer) -> list[SummaryWriter]:
     from pytorch_lightning.loggers import TensorBoardLogger
 
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def picture_writers(trainer: pl.Trainer) -> list[Any]:
+    """Where every picture callback writes: the TensorBoard SummaryWriters plus, with logger=mlflow or
+    logger=many, a writer per MLflow run that stores the same pictures as PNG artifacts (and one per
+    wandb run)."""
+    from airlab.trackers import tracker_picture_writers
+
+    return [*tensorboard_writers(trainer), *tracker_picture_writers(trainer)]
 
 
 def validation_loader(trainer: pl.Trainer) -> DataLoader | None:
@@ -84,7 +93,7 @@ class EpochImageLogger(pl.Callback):
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._last_logged_step == trainer.global_step or not trainer.is_global_zero:
             return
-        writers = tensorboard_writers(trainer)
+        writers = picture_writers(trainer)
         batch = first_val_batch(trainer, self.num_images) if writers else None
         if batch is None:
             return

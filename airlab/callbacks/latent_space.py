@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import pytorch_lightning as pl
 import torch
 
-from airlab.callbacks.images import tensorboard_writers, validation_loader
+from airlab.callbacks.images import picture_writers, validation_loader
 from airlab.callbacks.run_end import RunEndCallback
 from airlab.config.options import Range
 from airlab.errors import ConfigError
@@ -92,7 +92,7 @@ class LatentSpaceLogger(RunEndCallback):
         if loader is None or self._last_logged_step == trainer.global_step:
             return
         self._last_logged_step = trainer.global_step
-        writers = tensorboard_writers(trainer)
+        writers = picture_writers(trainer)
         path = Path(self.output_dir) / "latent_tsne.png" if self.output_dir else None
         # progress=False: a second rich live display would clash with Lightning's progress bar.
         result = latent_tsne(

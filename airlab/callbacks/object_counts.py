@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import pytorch_lightning as pl
 import torch
 
-from airlab.callbacks.images import Batch, EpochImageLogger, tensorboard_writers
+from airlab.callbacks.images import Batch, EpochImageLogger, picture_writers
 from airlab.config.options import Range
 from airlab.errors import ConfigError
 from airlab.evaluation.air_pictures import attention_grid, boxed, windows_grid
@@ -69,7 +69,7 @@ class CountLogger(pl.Callback):
         inferred, true = torch.cat(self._inferred), torch.cat(self._true)
         max_count = int(max(pl_module.model.max_steps, true.max()))
         confusion = count_confusion(inferred, true, max_count)
-        for writer in tensorboard_writers(trainer):
+        for writer in picture_writers(trainer):
             writer.add_figure("val/count_confusion", confusion_figure(confusion), trainer.global_step)
             writer.add_histogram(
                 "val/inferred_count",

@@ -272,6 +272,9 @@ def check_node(prefix: str, target: Callable, node: Mapping[str, Any] | DictConf
     open_keywords = f"{module}{getattr(target, '__qualname__', '')}" in OPEN_KEYWORDS
     for key, value in values.items():
         option = options.get(key)
+        if option is not None and isinstance(value, dict) and "_target_" in value:
+            check_nested(f"{prefix}.{key}", value)  # an object argument (trainer.profiler)
+            continue
         if option is None:
             if open_keywords:
                 continue
@@ -288,6 +291,18 @@ def check_node(prefix: str, target: Callable, node: Mapping[str, Any] | DictConf
         defaults = {name: o.default for name, o in options.items() if not o.required}
         cross_check({**defaults, **values}, prefix)
     return values
+
+
+def check_nested(key: str, node: dict[str, Any]) -> None:
+    """An argument given as a node with its own ``_target_`` (debug=profiler's ``trainer.profiler``):
+    its keys are checked against that target's signature."""
+    try:
+        target = get_object(str(node["_target_"]))
+    except Exception as err:
+        raise ConfigError(
+            f"{key}._target_", f"cannot be imported ({type(err).__name__}); check the name"
+        ) from None
+    check_node(key, target, node)
 
 
 def _target_paths(node: Any, path: str = "") -> typing.Iterator[str]:

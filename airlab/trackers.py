@@ -1,0 +1,179 @@
+"""Experiment trackers beside TensorBoard: MLflow (a local SQLite store) and Weights & Biases (offline).
+
+``logger=mlflow`` builds :class:`MLflowLogger`; Lightning sends it every logged metric. Pictures reach it
+through :class:`MLflowPictureWriter`, which takes the ``add_image``/``add_figure`` calls the picture
+callbacks make on TensorBoard's SummaryWriters (``airlab.callbacks.images.picture_writers``) and stores
+each picture as a PNG artifact, ``<tag>/step_<step>.png`` (:class:`WandbPictureWriter` does the same for
+wandb, as ``wandb.Image`` media). The flattened config goes to MLflow's params
+when the run starts, as it goes to TensorBoard's hparams (:func:`log_config_params`).
+
+``logger=wandb`` builds :class:`WandbLogger`, which refuses at config time, in one line, when the
+optional ``wandb`` package is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import Logger, MLFlowLogger
+from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
+
+from airlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+class MLflowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger (same keys). A ``sqlite:///`` store and a plain-path
+    ``artifact_location`` are made absolute (the store stays readable from any directory), and the
+    store's folder is created: SQLite creates the database file but not the folder it lies in."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        uri = kwargs.get("tracking_uri")
+        database: Path | None = None
+        if isinstance(uri, str) and uri.startswith(SQLITE_PREFIX):
+            database = Path(uri[len(SQLITE_PREFIX) :]).absolute()
+            database.parent.mkdir(parents=True, exist_ok=True)
+            kwargs["tracking_uri"] = f"{SQLITE_PREFIX}{database}"
+        location = kwargs.get("artifact_location")
+        if isinstance(location, str) and "://" not in location and not location.startswith("file:"):
+            kwargs["artifact_location"] = str(Path(location).absolute())
+        super().__init__(**kwargs)
+        if database is not None:
+            self._prepare_store(database)
+
+    def _prepare_store(self, database: Path) -> None:
+        """Create the store's tables and the experiment under a file lock: the parallel jobs of a sweep
+        (hydra/launcher=joblib) share one store, and two first runs must not both create them."""
+        from filelock import FileLock
+        from mlflow.tracking import MlflowClient
+
+        with FileLock(f"{database}.lock"):
+            client = MlflowClient(self._tracking_uri)
+            if client.get_experiment_by_name(self._experiment_name) is None:
+                client.create_experiment(self._experiment_name, artifact_location=self._artifact_location)
+
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's WandbLogger (same keys); the config check refuses it when wandb is not installed."""
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any], prefix: str) -> None:
+        """wandb is an optional dependency: say how to install it before any work starts."""
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError(prefix, "wandb is not installed; pip install wandb (or use logger=mlflow)")
+
+
+def _png_array(image: torch.Tensor) -> np.ndarray:
+    """A CHW (or HW) float image in [0, 1] as an HWC uint8 array, as TensorBoard encodes it."""
+    array = image.detach().cpu().float().clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+    if array.ndim == 3:
+        array = array.transpose(1, 2, 0)
+        if array.shape[2] == 1:
+            array = array[:, :, 0]
+    return array
+
+
+def _figure_array(figure: Figure) -> np.ndarray:
+    """A matplotlib figure rendered as an HWC uint8 RGB array."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[:, :, :3].copy()
+
+
+class PictureWriter:
+    """The part of TensorBoard's SummaryWriter interface that the picture callbacks use, for another
+    tracker's logger. Histograms and projector embeddings have no counterpart there and are skipped."""
+
+    def __init__(self, logger: Logger) -> None:
+        self.logger = logger
+
+    def add_image(self, tag: str, image: torch.Tensor, step: int = 0, dataformats: str = "CHW") -> None:
+        """Store ``image`` (CHW or HWC, in [0, 1]) as the picture ``tag`` of ``step``."""
+        image = torch.as_tensor(image)
+        if dataformats == "HWC":
+            image = image.permute(2, 0, 1)
+        self.store(tag, _png_array(image), step)
+
+    def add_figure(self, tag: str, figure: Figure, step: int = 0, close: bool = True) -> None:
+        """Store a matplotlib figure as the picture ``tag`` of ``step``."""
+        self.store_figure(tag, figure, step)
+        if close:
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
+
+    def add_histogram(self, tag: str, values: Any, step: int = 0, **kwargs: Any) -> None:
+        """No counterpart: skipped."""
+
+    def add_embedding(self, mat: Any, **kwargs: Any) -> None:
+        """No counterpart: skipped."""
+
+    def store(self, tag: str, array: np.ndarray, step: int) -> None:
+        """Store an HW or HWC uint8 picture."""
+        raise NotImplementedError
+
+    def store_figure(self, tag: str, figure: Figure, step: int) -> None:
+        """Store a figure (as its rendered picture unless the tracker takes figures)."""
+        self.store(tag, _figure_array(figure), step)
+
+
+class MLflowPictureWriter(PictureWriter):
+    """Pictures as PNG artifacts of the MLflow run: ``<tag>/step_<step>.png``."""
+
+    logger: MLFlowLogger
+
+    @staticmethod
+    def artifact_file(tag: str, step: int) -> str:
+        """Where the picture ``tag`` of ``step`` lies in the run's artifacts."""
+        return f"{tag}/step_{int(step):07d}.png"
+
+    def store(self, tag: str, array: np.ndarray, step: int) -> None:
+        """``log_image`` to ``<tag>/step_<step>.png``."""
+        self.logger.experiment.log_image(
+            self.logger.run_id, array, artifact_file=self.artifact_file(tag, step)
+        )
+
+    def store_figure(self, tag: str, figure: Figure, step: int) -> None:
+        """``log_figure`` to ``<tag>/step_<step>.png``."""
+        self.logger.experiment.log_figure(self.logger.run_id, figure, self.artifact_file(tag, step))
+
+
+class WandbPictureWriter(PictureWriter):
+    """Pictures as ``wandb.Image`` media of the run, under their TensorBoard tags."""
+
+    logger: LightningWandbLogger
+
+    def store(self, tag: str, array: np.ndarray, step: int) -> None:
+        """``log_image`` under ``tag`` at ``step``."""
+        self.logger.log_image(key=tag, images=[array], step=int(step))
+
+
+def mlflow_loggers(trainer: pl.Trainer) -> list[MLFlowLogger]:
+    """The trainer's MLflow loggers."""
+    return [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)]
+
+
+def tracker_picture_writers(trainer: pl.Trainer) -> list[PictureWriter]:
+    """A picture writer per MLflow or wandb logger of the trainer."""
+    writers: list[PictureWriter] = []
+    for lg in trainer.loggers:
+        if isinstance(lg, MLFlowLogger):
+            writers.append(MLflowPictureWriter(lg))
+        elif isinstance(lg, LightningWandbLogger):
+            writers.append(WandbPictureWriter(lg))
+    return writers
+
+
+def log_config_params(trainer: pl.Trainer, params: Mapping[str, Any]) -> None:
+    """The flattened config as the params of every MLflow run (TensorBoard gets it as hparams)."""
+    for lg in mlflow_loggers(trainer):
+        lg.log_hyperparams(dict(params))
