@@ -1,5 +1,6 @@
 """The estimator-study task (``scripts/study.py``): one job of the study's multirun is one training run
-of one arm with one seed; the study's files are written when the multirun ends (:mod:`airlab.study_report`)."""
+of one arm with one seed; the study's files are written when the multirun ends
+(:mod:`airlab.study_report`)."""
 
 from __future__ import annotations
 
