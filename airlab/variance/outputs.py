@@ -155,7 +155,7 @@ def snr_plot(series: dict[str, list[tuple[int, float]]], slopes: dict[str, float
     ax.set_yscale("log")
     ax.set_xlabel("particles K")
     ax.set_ylabel("gradient SNR (norm of the mean / sqrt of the total variance)")
-    ax.set_title("IWAE gradient SNR against K (Rainforth et al. 2018: -0.5 / +0.5)")
+    ax.set_title("IWAE gradient SNR against K (Rainforth et al.: -0.5 / +0.5)", fontsize=10)
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
