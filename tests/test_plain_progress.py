@@ -51,3 +51,22 @@ def test_the_rich_bar_is_off_when_stdout_is_no_terminal(monkeypatch, terminal):
 def test_durations_read_as_clock_times():
     assert format_duration(3725.2) == "1:02:05"
     assert format_duration(float("inf")) == "?"
+
+
+def test_the_eta_counts_down_to_max_time_when_that_ends_the_run_first(make_cfg, caplog, monkeypatch):
+    """max_steps a million away, max_time 10 minutes: the ETA is the time left on the clock."""
+    monkeypatch.setattr(plain_progress, "output_is_terminal", lambda: False)
+    overrides = ["callbacks.plain_progress.every_n_steps=2", "test=false", "logger=csv"]
+    cfg = make_cfg(
+        [
+            *FAST,
+            *overrides,
+            "trainer.max_steps=1000000",
+            "trainer.max_epochs=1",
+            "trainer.max_time=00:00:10:00",
+        ]
+    )
+    with caplog.at_level(logging.INFO, logger=plain_progress.__name__):
+        train(cfg)
+    etas = [r.getMessage().rsplit("ETA ", 1)[1] for r in caplog.records if "| ETA " in r.getMessage()]
+    assert etas and all(eta.startswith("0:09:") or eta.startswith("0:10:") for eta in etas), etas

@@ -16,7 +16,7 @@ import time
 from typing import Annotated, Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.callbacks import RichProgressBar, Timer
 
 from airlab.config.options import OneOf, Range
 
@@ -115,6 +115,11 @@ class PlainProgress(pl.Callback):
             parts.append(f"elbo {elbo:.2f}")
         parts.append(f"{rate:.2f} steps/s")
         eta = (total - step) / rate if total and rate > 0 else math.inf
+        # trainer.max_time may end the fit first (Lightning's Timer callback keeps that clock).
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if remaining is not None:
+            eta = min(eta, max(remaining, 0.0))
         parts.append(f"ETA {format_duration(eta)}")
         return " | ".join(parts)
 
