@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from airlab.tasks.variance_report import run_variance_report
 from tests.conftest import FAST
 
 
-@pytest.mark.slow
 def test_iwae_snr_falls_for_the_encoder_and_rises_for_the_decoder(make_cfg):
     overrides = [
         "report=iwae_snr",
