@@ -4,6 +4,8 @@ checkpoint is written atomically."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 from weakref import proxy
 
 import pytorch_lightning as pl
@@ -13,9 +15,13 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
 from airlab.atomic import atomic_path
+from airlab.errors import ConfigError
 from airlab.nonfinite import all_finite
 
 log = logging.getLogger(__name__)
+
+#: Lightning's save intervals, of which a ModelCheckpoint takes one.
+INTERVALS = ("every_n_epochs", "every_n_train_steps", "train_time_interval")
 
 
 def interrupting_signal(exception: BaseException) -> str | None:
@@ -42,6 +48,19 @@ class IntervalCheckpoint(ModelCheckpoint):
     checkpoint intact; after SIGKILL, ``ckpt_path=last`` loses at most the steps since the last save
     (``every_n_train_steps``).
     """
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any], prefix: str) -> None:
+        """Refuse two save intervals at once: Lightning saves on one of ``every_n_train_steps``,
+        ``every_n_epochs`` and ``train_time_interval`` (and stops with a traceback otherwise)."""
+        chosen = [key for key in INTERVALS if options.get(key) not in (None, 0)]
+        if len(chosen) > 1:
+            first, other = chosen[-1], chosen[0]
+            raise ConfigError(
+                f"{prefix}.{first}",
+                f"{options[first]!r} cannot be combined with {prefix}.{other}={options[other]!r}: "
+                f"checkpoints are saved on one interval; add {prefix}.{other}=null",
+            )
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         """Lightning's save, through a temporary file that rank 0 (the only writer) renames over
