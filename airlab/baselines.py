@@ -66,9 +66,11 @@ def synchronise_averages() -> None:
     training step, after the estimator). A site outside the data plate (a scalar average) takes the
     ranks' mean. Nothing happens without torch.distributed, on one rank, or without averages."""
     rank, world = _rank_and_world()
+    if world == 1:  # the usual case: no store scan on the training step's hot path
+        return
     store = pyro.get_param_store()
     keys = sorted(k for k in store.keys() if k.startswith(AVERAGE_PREFIX))
-    if world == 1 or not keys:
+    if not keys:
         return
     with torch.no_grad():
         for key in keys:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from airlab.atomic import atomic_open, atomic_write_text
 from airlab.curves import CurvePoint, RunCurve, read_curve, read_scalars
+from airlab.sweep import saved_overrides
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,7 @@ class StudyRun:
 
 def job_overrides(job_dir: Path) -> dict[str, str]:
     """The job's command-line overrides (``.hydra/overrides.yaml``) as ``key -> value``."""
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    lines = [line[2:].strip() for line in path.read_text().splitlines() if line.startswith("- ")]
-    return dict(line.split("=", 1) for line in lines if "=" in line)
+    return dict(line.split("=", 1) for line in saved_overrides(job_dir) or [] if "=" in line)
 
 
 def read_study(sweep_dir: Path) -> list[StudyRun]:

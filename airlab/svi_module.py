@@ -17,6 +17,7 @@ import pyro
 import pytorch_lightning as pl
 import torch
 
+from airlab import baselines
 from airlab.baselines import synchronise_averages
 from airlab.config.options import Range
 from airlab.estimators import Estimator, elbo_estimate
@@ -70,9 +71,7 @@ class SVIModule(pl.LightningModule):
     @staticmethod
     def world_size() -> int:
         """The number of DDP ranks (1 unless torch.distributed is initialised)."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_world_size()
-        return 1
+        return baselines._rank_and_world()[1]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One SVI step: log ``train/loss`` and ``train/elbo`` per image; return the surrogate.

@@ -49,13 +49,18 @@ def overrides_text(overrides: list[str]) -> str:
     return " ".join(o for o in overrides if not _is_resume_override(o))
 
 
-def _job_overrides(job_dir: Path) -> str | None:
+def saved_overrides(job_dir: Path) -> list[str] | None:
     """The overrides Hydra saved for the job in ``job_dir`` (``.hydra/overrides.yaml``), or None."""
     path = job_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return None
-    lines = [ln[2:].strip() for ln in path.read_text().splitlines() if ln.startswith("- ")]
-    return overrides_text(lines)
+    return [ln[2:].strip() for ln in path.read_text().splitlines() if ln.startswith("- ")]
+
+
+def _job_overrides(job_dir: Path) -> str | None:
+    """The job's saved overrides as ``summary.csv`` writes them, or None."""
+    lines = saved_overrides(job_dir)
+    return None if lines is None else overrides_text(lines)
 
 
 def _read_metrics(job_dir: Path) -> dict[str, Any] | None:
