@@ -1,9 +1,52 @@
-"""airlab: config-driven experiments for probabilistic deep learning with Pyro."""
+"""airlab: config-driven experiments for probabilistic deep learning with Pyro.
 
+The public API for model authors (docs/your_model.md; kept stable, and any change is named in
+docs/CHANGELOG.md)::
+
+    from airlab import GenerativeModel, Range, OneOf
+
+Names are imported on first use, so ``import airlab`` stays cheap (no torch until a name needs it).
+"""
+
+import importlib
 import logging
 import warnings
+from pathlib import Path
+from typing import Any
 
 __version__ = "0.1.0"
+
+#: The configs every command composes: the repository's ``configs/``, installed with the package as
+#: ``airlab/configs`` (in a checkout, a link to ``../configs``: one copy).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+#: The public names and the module each lives in.
+PUBLIC_API = {
+    # writing a model
+    "GenerativeModel": "airlab.models.base",
+    "BaselineKind": "airlab.models.base",
+    "DATA_PLATE": "airlab.estimators",
+    # declaring options: Annotated[int, Range(ge=1)], Annotated[str, OneOf(("a", "b"))]
+    "Range": "airlab.config.options",
+    "OneOf": "airlab.config.options",
+    "Excluded": "airlab.config.options",
+    # writing an estimator or a data module
+    "Estimator": "airlab.estimators",
+    "LossOutput": "airlab.estimators",
+    "InMemoryDataModule": "airlab.data.batched",
+    "ArrayDataModule": "airlab.data.arrays",
+    # errors that end as one line and exit code 2
+    "ConfigError": "airlab.errors",
+    "DataError": "airlab.errors",
+}
+
+__all__ = sorted(PUBLIC_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in PUBLIC_API:
+        return getattr(importlib.import_module(PUBLIC_API[name]), name)
+    raise AttributeError(f"module 'airlab' has no attribute {name!r}")
 
 
 def quiet_third_party_warnings() -> None:

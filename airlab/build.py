@@ -13,11 +13,13 @@ from typing import Any
 
 import pyro
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from airlab.config.validate import EXTRA_KEYS
+from airlab.config.validate import EXTRA_KEYS, signature_options
+from airlab.data.spec import DataSpec, describe_data
 from airlab.ddp import install as install_ddp_child_command
+from airlab.errors import ConfigError
 from airlab.models.base import GenerativeModel
 from airlab.svi_module import SVIModule
 
@@ -46,12 +48,30 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     return instantiate(cfg.data)
 
 
-def build_model(model_cfg: DictConfig, datamodule: pl.LightningDataModule) -> GenerativeModel:
-    """The model of a ``model`` group node for the data's image shape, checked against the data's
-    annotations (a model that needs true counts refuses data without them)."""
-    model = instantiate(model_cfg, image_shape=datamodule.image_shape)
-    model.check_annotations(datamodule)
-    return model
+def model_class(model_cfg: DictConfig) -> type[GenerativeModel]:
+    """The class a ``model`` node builds; one line naming ``model._target_`` when it is no model."""
+    target = get_object(str(model_cfg._target_))
+    if not (isinstance(target, type) and issubclass(target, GenerativeModel)):
+        raise ConfigError(
+            "model._target_",
+            f"{model_cfg._target_} is not a subclass of airlab.GenerativeModel (docs/your_model.md)",
+        )
+    return target
+
+
+def build_model(
+    model_cfg: DictConfig, datamodule: pl.LightningDataModule, spec: DataSpec | None = None
+) -> GenerativeModel:
+    """The model of a ``model`` group node, checked against the data's batch keys (its declared
+    ``inputs`` and the annotations its metrics need), with one item's shape of its first input passed
+    as ``data_shape`` or ``image_shape`` to a constructor that takes one."""
+    spec = describe_data(datamodule) if spec is None else spec
+    cls = model_class(model_cfg)
+    cls.check_data_keys(spec.keys, type(datamodule).__name__)
+    shape = spec.shapes.get(cls.inputs[0])
+    takes = signature_options(cls)
+    filled = {name: shape for name in ("data_shape", "image_shape") if name in takes and shape is not None}
+    return instantiate(model_cfg, **filled)
 
 
 def build_optimizer(optim_cfg: DictConfig) -> partial:
@@ -68,7 +88,8 @@ def build_module(
 ) -> SVIModule:
     """The SVIModule that trains ``model`` (built from ``cfg.model`` when not given) with the ``elbo``
     group's estimator, bound to the model, and the ``optim`` group's optimizer."""
-    model = build_model(cfg.model, datamodule) if model is None else model
+    spec = describe_data(datamodule)
+    model = build_model(cfg.model, datamodule, spec) if model is None else model
     estimator = instantiate(cfg.elbo)
     estimator.bind(model)
     return SVIModule(
@@ -76,7 +97,7 @@ def build_module(
         estimator=estimator,
         optimizer=build_optimizer(cfg.optim),
         baseline_lr=cfg.optim.get("baseline_lr"),
-        num_train=datamodule.num_train,
+        num_train=spec.num_train,
         config=OmegaConf.to_container(cfg, resolve=True),
         max_consecutive_bad=cfg.max_consecutive_bad,
     )

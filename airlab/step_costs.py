@@ -32,18 +32,18 @@ def arm_step_seconds(
         datamodule.setup("fit")
         module = build_module(cfg, datamodule)
         module.train()
-        images = next(iter(datamodule.train_dataloader()))["image"]
+        inputs = module.model.batch_inputs(next(iter(datamodule.train_dataloader())))
         optimizer = module.configure_optimizers()
-        setups[arm] = (module, images, optimizer, module.loss_scale(images.shape[0]))
+        setups[arm] = (module, inputs, optimizer, module.loss_scale(inputs[0].shape[0]))
     for _ in range(repeats):
         for arm in arms:
             # The arms share Pyro's param store: each computes with its own module's parameters, and
             # only the decaying-average arm reads its own store entries.
-            module, images, optimizer, scale = setups[arm]
+            module, inputs, optimizer, scale = setups[arm]
             for step in range(steps + 2):  # two warm-up steps
                 if step == 2:
                     started = time.perf_counter()
-                out = module.estimator(module.model_fn, module.guide_fn, images, scale=scale)
+                out = module.estimator(module.model_fn, module.guide_fn, *inputs, scale=scale)
                 out.surrogate.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

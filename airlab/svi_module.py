@@ -74,7 +74,8 @@ class SVIModule(pl.LightningModule):
         return baselines._rank_and_world()[1]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One SVI step: log ``train/loss`` and ``train/elbo`` per image; return the surrogate.
+        """One SVI step on the model's declared inputs: log ``train/loss`` and ``train/elbo`` per item;
+        return the surrogate.
 
         Under DDP, W ranks of B images each make the step one process makes on their W*B images: the
         estimator scales to the global batch (N/(W*B)), so costs and baselines are the one process's,
@@ -82,11 +83,11 @@ class SVIModule(pl.LightningModule):
         ``train/loss`` (per step) is this rank's; ``train/elbo`` (per epoch) is reduced across ranks.
         """
         self.model.on_train_step(self.global_step)
-        images = batch["image"]
-        batch_size = images.shape[0]
+        inputs = self.model.batch_inputs(batch)
+        batch_size = inputs[0].shape[0]
         world = self.world_size()
         scale = self.loss_scale(batch_size * world)
-        out = self.estimator(self.model_fn, self.guide_fn, images, scale=scale)
+        out = self.estimator(self.model_fn, self.guide_fn, *inputs, scale=scale)
         synchronise_averages()  # a collective (under DDP): before any rank can return early
         surrogate = out.surrogate * world if world > 1 else out.surrogate
         loss_per_image = out.loss / (scale * batch_size)
@@ -108,14 +109,14 @@ class SVIModule(pl.LightningModule):
         return surrogate
 
     def _evaluation_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
-        images = batch["image"]
-        batch_size = images.shape[0]
-        elbo = elbo_estimate(self.model_fn, self.guide_fn, images) / batch_size
+        inputs = self.model.batch_inputs(batch)
+        batch_size = inputs[0].shape[0]
+        elbo = elbo_estimate(self.model_fn, self.guide_fn, *inputs) / batch_size
         # Epoch means over every rank's images (sync_dist), as one process would log them.
         self.log(f"{stage}/elbo", elbo, prog_bar=stage == "val", batch_size=batch_size, sync_dist=True)
         if self.estimator.reports_bound is not None:
             # The bound being trained, with its K particles, next to the ELBO.
-            bound = -self.estimator(self.model_fn, self.guide_fn, images).loss / batch_size
+            bound = -self.estimator(self.model_fn, self.guide_fn, *inputs).loss / batch_size
             self.log(f"{stage}/{self.estimator.reports_bound}", bound, batch_size=batch_size, sync_dist=True)
         with torch.no_grad():
             metrics, outputs = self.model.evaluate(batch)

@@ -1,17 +1,9 @@
-"""Evaluate a checkpoint: `python scripts/evaluate.py ckpt_path=PATH [overrides]` (see README)."""
+"""Evaluate a checkpoint: `python scripts/evaluate.py ckpt_path=PATH [overrides]` (see README).
 
-import hydra
-from omegaconf import DictConfig
+The same Hydra app as the console script `airlab-evaluate` (airlab/cli.py).
+"""
 
-from airlab.errors import report_user_errors, run_hydra_app
-
-
-@hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    from airlab.tasks.evaluate import evaluate
-
-    report_user_errors(evaluate, cfg)
-
+from airlab.cli import evaluate
 
 if __name__ == "__main__":
-    run_hydra_app(main)
+    evaluate()

@@ -17,7 +17,6 @@ are fast).
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import torch
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
 
+import airlab.cli
 from airlab.errors import EXIT_USER_ERROR, ConfigError, report_user_errors, run_hydra_app
 from tests.conftest import REPO_ROOT
 
@@ -47,7 +47,7 @@ ROWS = [
     ("train", ["data.batch_size=0"], "data.batch_size", "0", "must be >= 1"),
     ("train", ["data.source=floppy"], "data.source", "'floppy'", "bundled"),
     ("train", ["+data.shuffle=true"], "data.shuffle", None, "valid keys: source"),
-    ("train", ["data=imagenet"], "data", "'imagenet'", "choose one of: mnist, multimnist"),
+    ("train", ["data=imagenet"], "data", "'imagenet'", "choose one of: arrays, mnist, multimnist"),
     # elbo, and the estimator against the model
     ("train", ["elbo.num_particles=0"], "elbo.num_particles", "0", "must be >= 1"),
     ("train", ["elbo=tracegraph", "elbo.dependencies=guess"], "elbo.dependencies", "'guess'", "declared"),
@@ -112,13 +112,10 @@ SCRIPTS = {"train": "train.py", "evaluate": "evaluate.py", "variance_report": "v
 
 @cache
 def script_task(config: str) -> Callable[[DictConfig], object]:
-    """What ``scripts/<config>.py`` runs once Hydra has composed the config: its ``main`` without the
-    ``@hydra.main`` wrapper (which reads ``sys.argv``)."""
-    path = REPO_ROOT / "scripts" / SCRIPTS[config]
-    spec = importlib.util.spec_from_file_location(f"script_{config}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main.__wrapped__
+    """What ``scripts/<config>.py`` (and ``airlab-<config>``) runs once Hydra has composed the config:
+    its app in ``airlab.cli`` without the ``@hydra.main`` wrapper (which reads ``sys.argv``)."""
+    assert f"from airlab.cli import {config}" in (REPO_ROOT / "scripts" / SCRIPTS[config]).read_text()
+    return getattr(airlab.cli, f"{config}_app").__wrapped__
 
 
 def test_the_table_covers_every_group_and_is_large_enough():

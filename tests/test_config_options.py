@@ -75,6 +75,10 @@ def test_every_airlab_parameter_is_in_the_yaml_with_the_signature_default(make_c
             default = list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
             if name not in raw:
                 problems.append(f"{choice}: {path}.{name} is missing from the YAML")
+            elif parameter.required and raw[name] != "???":
+                problems.append(f"{choice}: {path}.{name} has no default: its YAML value must be ???")
+            elif parameter.required:
+                continue
             elif not (isinstance(raw[name], str) and "${" in raw[name]) and raw[name] != default:
                 problems.append(f"{choice}: {path}.{name}: {raw[name]!r} != default {default!r}")
     assert not problems, problems

@@ -39,6 +39,8 @@ def test_every_option_composes_and_validates(make_cfg, group, option):
         overrides.append("data=multimnist")
     if group == "elbo" and option == "enum_counts":  # sums out discrete latents: a model that has some
         overrides += ["model=air", "data=multimnist", "model.baseline=none"]
+    if group == "data" and option == "arrays":  # its one required key
+        overrides.append("data.path=arrays.npz")
     cfg = make_cfg(overrides)
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="^trainer.accelerator: 'gpu' needs a GPU, but none is visible"):
@@ -152,7 +154,11 @@ def test_air_on_plain_mnist_is_refused_with_one_line(make_cfg):
     from airlab.data.mnist import MNISTDataModule
 
     cfg = make_cfg(["model=air", "data=mnist"])
-    with pytest.raises(ConfigError, match=r"^data: model=air needs images annotated with count"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^data: model=air reads batch key 'count', which MNISTDataModule does not provide "
+        r"\(its batches have: image, label\)",
+    ):
         build_module(cfg, MNISTDataModule(source="bundled", subset_size=10))
 
 

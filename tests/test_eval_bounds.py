@@ -42,7 +42,7 @@ def test_iwae_bound_is_above_the_elbo_and_rises_with_k(vae, digits):
     images = digits["image"]
     pyro.set_rng_seed(0)
     means = {
-        k: float(image_bounds(vae.model, vae.guide, images, k, chunk=100).iwae.mean()) for k in (1, 5, 50)
+        k: float(image_bounds(vae.model, vae.guide, (images,), k, chunk=100).iwae.mean()) for k in (1, 5, 50)
     }
     # K=1 is the ELBO itself; each tenfold K gains well over a nat per image here (measured: about 6,
     # then about 1); 0.2 nats leaves room for Monte Carlo noise across torch versions.
@@ -55,7 +55,7 @@ def test_iwae_bound_is_above_the_elbo_and_rises_with_k(vae, digits):
 
 def test_the_elbo_and_iwae_of_the_same_draws_obey_jensen(vae, digits):
     pyro.set_rng_seed(1)
-    bounds = image_bounds(vae.model, vae.guide, digits["image"], 20, chunk=6)
+    bounds = image_bounds(vae.model, vae.guide, (digits["image"],), 20, chunk=6)
     assert bounds.elbo.shape == bounds.iwae.shape == (32,)
     assert bool((bounds.iwae >= bounds.elbo - 1e-4).all())  # log mean exp >= mean, per image
 
@@ -74,8 +74,10 @@ def test_chunks_combine_exactly_into_the_unchunked_bound():
 def test_k_larger_than_the_chunk_agrees_with_one_chunk(vae, digits):
     images = digits["image"]
     pyro.set_rng_seed(2)
-    chunked = image_bounds(vae.model, vae.guide, images, 200, chunk=16).iwae  # 12 chunks of 16 and one of 8
-    whole = image_bounds(vae.model, vae.guide, images, 200, chunk=200).iwae
+    chunked = image_bounds(
+        vae.model, vae.guide, (images,), 200, chunk=16
+    ).iwae  # 12 chunks of 16 and one of 8
+    whole = image_bounds(vae.model, vae.guide, (images,), 200, chunk=200).iwae
     # Different draws: measured differences were at most 0.8 nats per image and 0.05 on the mean.
     assert (chunked - whole).abs().max() < 3.0
     assert abs(float((chunked - whole).mean())) < 0.3
@@ -84,13 +86,13 @@ def test_k_larger_than_the_chunk_agrees_with_one_chunk(vae, digits):
 def test_particles_are_independent_draws_for_each_image(vae, digits):
     images = digits["image"][:4]
     pyro.set_rng_seed(3)
-    log_w = particle_log_weights(vae.model, vae.guide, images, 6)
+    log_w = particle_log_weights(vae.model, vae.guide, (images,), 6)
     assert log_w.shape == (6, 4)
     assert log_w.std(0).min() > 0  # each image got six different draws
     alone = torch.stack(
-        [particle_log_weights(vae.model, vae.guide, images[i : i + 1], 200)[:, 0] for i in range(2)]
+        [particle_log_weights(vae.model, vae.guide, (images[i : i + 1],), 200)[:, 0] for i in range(2)]
     )
-    both = particle_log_weights(vae.model, vae.guide, images[:2], 200).T
+    both = particle_log_weights(vae.model, vae.guide, (images[:2],), 200).T
     # Tiling keeps images apart: image i's weights have the same distribution alone or batched
     # (means within 5 standard errors of their difference).
     standard_error = torch.sqrt(alone.var(1) / 200 + both.var(1) / 200)
@@ -156,7 +158,7 @@ def test_air_pictures_and_worst_errors_on_a_hand_made_batch(tmp_path):
     assert kept == [(3, 3.0, 0, 3), (1, 2.0, 3, 1), (5, 2.0, 2, 0)]
     assert torch.equal(errors.errors[0].image, images[3]) and errors.seen == 6
     assert save_figure(errors.figure(), tmp_path / "errors.png").stat().st_size > 1000
-    bounds = image_bounds(air.model, air.guide, images, 10, chunk=4)
+    bounds = image_bounds(air.model, air.guide, (images,), 10, chunk=4)
     assert bounds.iwae.shape == (6,) and bool((bounds.iwae >= bounds.elbo - 1e-3).all())
 
 

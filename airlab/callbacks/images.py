@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 
     #: The TensorBoard writers pictures go to.
     Writers = Sequence[SummaryWriter]
+
+log = logging.getLogger(__name__)
 
 #: A batch of the validation loader: tensors by name (``image``, and ``count`` or ``label``).
 Batch = dict[str, torch.Tensor]
@@ -111,13 +114,25 @@ class EpochImageLogger(pl.Callback):
 
 
 class ReconstructionLogger(EpochImageLogger):
-    """``val/reconstructions`` (inputs above reconstructions) and ``val/samples`` (prior draws)."""
+    """``val/reconstructions`` (inputs above reconstructions) for a model that declares
+    ``can_reconstruct``, and ``val/samples`` (prior draws) for one that declares ``can_sample``; a model
+    that declares neither gets neither (one log line says so)."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Say once when the model declares none of the pictures this callback draws."""
+        model = pl_module.model
+        if not (model.can_reconstruct or model.can_sample):
+            log.info(
+                "callbacks.reconstructions: %s declares neither can_reconstruct nor can_sample; no pictures",
+                type(model).__name__,
+            )
 
     def log_images(self, writers: Writers, batch: Batch, pl_module: pl.LightningModule, step: int) -> None:
-        """Log inputs above their reconstructions, and ``num_images`` prior samples."""
-        images = batch["image"].to(pl_module.device)
+        """Log inputs above their reconstructions, and ``num_images`` prior samples (as declared)."""
         model = pl_module.model
-        self.add_grid(
-            writers, "val/reconstructions", reconstruction_grid(images, model.reconstruct(images)), step
-        )
-        self.add_grid(writers, "val/samples", image_grid(model.sample(self.num_images)), step)
+        if model.can_reconstruct:
+            inputs = tuple(x.to(pl_module.device) for x in model.batch_inputs(batch))
+            grid = reconstruction_grid(inputs[0], model.reconstruct(*inputs))
+            self.add_grid(writers, "val/reconstructions", grid, step)
+        if model.can_sample:
+            self.add_grid(writers, "val/samples", image_grid(model.sample(self.num_images)), step)

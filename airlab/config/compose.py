@@ -7,16 +7,13 @@ apply as they do on the command line.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
 
+from airlab import CONFIG_DIR
 from airlab.errors import ConfigError
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:

@@ -43,9 +43,6 @@ LIBRARY_RULES: dict[str, dict[str, Rule]] = {
     **dict.fromkeys(OPTIMIZER_MODULES, OPTIMIZER_RULES),
     "pytorch_lightning.trainer.": TRAINER_RULES,
 }
-#: Targets whose signatures are checked: airlab's own classes, the optimizers and Lightning's trainer,
-#: callbacks and loggers.
-CHECKED_TARGETS = ("airlab.", *OPTIMIZER_MODULES, "pytorch_lightning.")
 #: Classes whose ``**kwargs`` go to another class than their base (TensorBoard's ``SummaryWriter``):
 #: their unknown keys are left to them.
 OPEN_KEYWORDS = ("pytorch_lightning.loggers.tensorboard.TensorBoardLogger",)

@@ -1,7 +1,8 @@
 """Start-up validation of a composed config, from the signatures of the classes it builds.
 
-Every config node with a ``_target_`` in airlab, torch's and Pyro's optimizers or Lightning (trainer,
-callbacks, loggers) is checked against that target's constructor before anything is built: each key
+Every config node with a ``_target_`` (airlab's classes, a user's own model, data or estimator class
+from any module, torch's and Pyro's optimizers, Lightning's trainer, callbacks and loggers) is checked
+against that target's constructor before anything is built: each key
 must be a parameter, of the parameter's type, and meet the rules its ``Annotated`` markers state
 (:mod:`airlab.config.options`). A class that relates several of its options (two fractions that must
 leave training data) checks them in a classmethod ``validate_options(options, prefix)``; options of
@@ -30,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from airlab.config.combinations import check_devices, check_estimator_fits_model
-from airlab.config.library import CHECKED_TARGETS, LIBRARY_RULES, OPEN_KEYWORDS
+from airlab.config.library import LIBRARY_RULES, OPEN_KEYWORDS
 from airlab.config.options import Excluded, OneOf, Range, Rule, describe
 from airlab.errors import ConfigError
 
@@ -66,8 +67,12 @@ TARGET_LISTS = ("callbacks", "logger")
 EXTRA_KEYS: dict[str, dict[str, str]] = {"optim": {"baseline_lr": "airlab.svi_module.SVIModule"}}
 
 #: Constructor parameters that the builder fills, by the node's path; they are not config keys. The model
-#: gets the data's image shape, the optimizer the module's parameter groups.
-BUILD_TIME_ARGUMENTS: dict[str, tuple[str, ...]] = {"model": ("image_shape",), "optim": ("params",)}
+#: gets one item's shape of its first input (as ``data_shape`` or ``image_shape``), the optimizer the
+#: module's parameter groups.
+BUILD_TIME_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "model": ("data_shape", "image_shape"),
+    "optim": ("params",),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +284,8 @@ def check_node(prefix: str, target: Callable, node: Mapping[str, Any] | DictConf
             if open_keywords:
                 continue
             raise ConfigError(f"{prefix}.{key}", f"unknown key; valid keys: {', '.join(options)}")
+        if value == "???":  # OmegaConf's mandatory value, left unset
+            raise ConfigError(f"{prefix}.{key}", f"must be set ({type_name(option.hint)})")
         rules = option.rules
         if key in library_rules:
             rules = (*rules, library_rules[key])
@@ -353,8 +360,6 @@ def validate_config(cfg: DictConfig) -> None:
     for path in _target_paths(OmegaConf.to_container(cfg, resolve=False)):
         node = OmegaConf.select(cfg, path)
         target_name = str(node.get("_target_"))
-        if not target_name.startswith(CHECKED_TARGETS):
-            continue
         try:
             target = get_object(target_name)
         except Exception as err:

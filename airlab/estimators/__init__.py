@@ -18,6 +18,9 @@ Estimator semantics follow Pyro 1.9:
     computed per datum, with a score-function term weighted by the bound itself.
   - ``vimco``: the IWAE bound with VIMCO's leave-one-out learning signal per particle (Mnih & Rezende
     2016) weighting each particle's score-function term: no learned baseline.
+  - ``trace_enum``: ``TraceEnum_ELBO``: the guide's sites marked ``infer={"enumerate": "parallel"}``
+    are summed out exactly (semi-supervised VAEs, mixtures); ``max_plate_nesting`` from the key or
+    the model's declaration.
   - ``enum_counts``: the ELBO with the model's declared discrete configurations summed out exactly
     (AIR's object counts), so they contribute no score-function term.
   - ``jit_trace`` / ``jit_tracegraph``: ``trace`` / ``tracegraph`` compiled once with ``torch.jit.trace``.
@@ -39,7 +42,7 @@ from airlab.estimators.elbo import (
     TraceGraphEstimator,
     elbo_estimate,
 )
-from airlab.estimators.enumeration import CountEnumerationEstimator
+from airlab.estimators.enumeration import CountEnumerationEstimator, TraceEnumEstimator
 from airlab.estimators.renyi import IWAEEstimator, RenyiEstimator
 from airlab.estimators.surrogates import DATA_PLATE, PARTICLE_PLATE, LossOutput, sample_sites
 from airlab.estimators.vimco import VIMCOEstimator
@@ -59,6 +62,7 @@ __all__ = [
     "PlateNesting",
     "RenyiEstimator",
     "TraceEstimator",
+    "TraceEnumEstimator",
     "TraceGraphEstimator",
     "VIMCOEstimator",
     "callable_key",

@@ -1,4 +1,11 @@
-"""``enum_counts``: the ELBO with the discrete latents summed out exactly, weighted by the guide.
+"""Estimators that sum discrete latents out instead of sampling them.
+
+``trace_enum`` is Pyro's ``TraceEnum_ELBO``: every guide site marked ``infer={"enumerate": "parallel"}``
+is summed out over its support, in parallel along a new batch dimension on the left of the plates
+(``max_plate_nesting`` says how many plates there are); unmarked discrete sites keep their score-function
+terms, without baselines.
+
+``enum_counts``: the ELBO with the discrete latents summed out exactly, weighted by the guide.
 
 A model whose discrete latents take few configurations with non-zero probability declares them
 (:meth:`GenerativeModel.discrete_configurations`): AIR with at most T objects has T + 1 (``z_pres`` is
@@ -20,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from pyro import poutine
+from pyro.infer import TraceEnum_ELBO
 
 from airlab.errors import ConfigError
-from airlab.estimators.elbo import Estimator
+from airlab.estimators.elbo import Estimator, Particles, PlateNesting
 from airlab.estimators.surrogates import DATA_PLATE, LossOutput, sample_sites
 
 if TYPE_CHECKING:
@@ -94,3 +102,49 @@ class CountEnumerationEstimator(Estimator):
         weight = log_q_discrete.view(num_configs, batch).exp()  # q(c) along each draw; sums to 1 per datum
         elbo = (weight * cost).sum() * scale
         return LossOutput(-elbo.detach(), -elbo, None, {}, guide_trace)
+
+
+class TraceEnumEstimator(Estimator):
+    """``TraceEnum_ELBO``: the guide's sites marked ``infer={"enumerate": "parallel"}`` summed out.
+
+    ``max_plate_nesting``: this key when set, else the model's declaration
+    (``GenerativeModel.max_plate_nesting``), else Pyro's guess from a first run of model and guide.
+    """
+
+    name = "trace_enum"
+    # Baselines are no part of TraceEnum_ELBO: a baseline network would be trained but unused.
+    refuses_learned_baselines = True
+
+    def __init__(
+        self,
+        num_particles: Particles = 1,
+        vectorize_particles: bool = False,
+        max_plate_nesting: PlateNesting = None,
+        strict_enumeration_warning: bool = True,
+    ) -> None:
+        super().__init__(num_particles, vectorize_particles, max_plate_nesting)
+        self.strict_enumeration_warning = strict_enumeration_warning
+        self._elbo = self._make_elbo(self.max_plate_nesting)
+
+    def _make_elbo(self, max_plate_nesting: float) -> TraceEnum_ELBO:
+        return TraceEnum_ELBO(
+            num_particles=self.num_particles,
+            vectorize_particles=self.vectorize_particles,
+            max_plate_nesting=max_plate_nesting,
+            strict_enumeration_warning=self.strict_enumeration_warning,
+        )
+
+    def bind(self, model: GenerativeModel) -> None:
+        """Check the model, and take its declared ``max_plate_nesting`` unless this estimator's key is set."""
+        super().bind(model)
+        if self.max_plate_nesting == float("inf") and model.max_plate_nesting is not None:
+            self.max_plate_nesting = model.max_plate_nesting
+            self._elbo = self._make_elbo(self.max_plate_nesting)
+
+    def __call__(self, model: Callable, guide: Callable, *args: Any, scale: float = 1.0) -> LossOutput:
+        """Negative ELBO with the enumerated sites summed out (times ``scale``); the surrogate is Pyro's
+        differentiable loss, whose gradient is the estimator's."""
+        if scale != 1.0:
+            model, guide = poutine.scale(model, scale), poutine.scale(guide, scale)
+        loss = self._elbo.differentiable_loss(model, guide, *args)
+        return LossOutput(loss.detach(), loss)

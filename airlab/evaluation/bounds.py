@@ -11,7 +11,7 @@ the chunk, not with ``K``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,22 +40,22 @@ def per_image_log_prob(trace: poutine.Trace, batch_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def log_weights(model_fn: Callable, guide_fn: Callable, images: torch.Tensor) -> torch.Tensor:
-    """``log p(x, z) - log q(z | x)`` for one guide draw per image: ``[B]``."""
-    guide_trace = poutine.trace(guide_fn).get_trace(images)
-    model_trace = poutine.trace(poutine.replay(model_fn, trace=guide_trace)).get_trace(images)
-    batch = images.shape[0]
+def log_weights(model_fn: Callable, guide_fn: Callable, *inputs: torch.Tensor) -> torch.Tensor:
+    """``log p(x, z) - log q(z | x)`` for one guide draw per item of the batch ``inputs``: ``[B]``."""
+    guide_trace = poutine.trace(guide_fn).get_trace(*inputs)
+    model_trace = poutine.trace(poutine.replay(model_fn, trace=guide_trace)).get_trace(*inputs)
+    batch = inputs[0].shape[0]
     return per_image_log_prob(model_trace, batch) - per_image_log_prob(guide_trace, batch)
 
 
 @torch.no_grad()
 def particle_log_weights(
-    model_fn: Callable, guide_fn: Callable, images: torch.Tensor, num_particles: int
+    model_fn: Callable, guide_fn: Callable, inputs: tuple[torch.Tensor, ...], num_particles: int
 ) -> torch.Tensor:
-    """``[P, B]`` log-weights: ``P`` independent guide draws for each of ``B`` images."""
-    batch = images.shape[0]
-    tiled = images.repeat(num_particles, *([1] * (images.dim() - 1)))  # particle-major rows
-    return log_weights(model_fn, guide_fn, tiled).view(num_particles, batch)
+    """``[P, B]`` log-weights: ``P`` independent guide draws for each of the ``B`` items of ``inputs``."""
+    batch = inputs[0].shape[0]
+    tiled = [x.repeat(num_particles, *([1] * (x.dim() - 1))) for x in inputs]  # particle-major rows
+    return log_weights(model_fn, guide_fn, *tiled).view(num_particles, batch)
 
 
 class LogMeanExp:
@@ -98,14 +98,15 @@ class ImageBounds:
 
 @torch.no_grad()
 def image_bounds(
-    model_fn: Callable, guide_fn: Callable, images: torch.Tensor, num_particles: int, chunk: int
+    model_fn: Callable, guide_fn: Callable, inputs: tuple[torch.Tensor, ...], num_particles: int, chunk: int
 ) -> ImageBounds:
-    """ELBO and IWAE bounds per image from ``num_particles`` guide draws, ``chunk`` particles at a time."""
+    """ELBO and IWAE bounds per item of the batch ``inputs`` from ``num_particles`` guide draws,
+    ``chunk`` particles at a time."""
     accumulator = LogMeanExp()
     done = 0
     while done < num_particles:
         size = min(chunk, num_particles - done)
-        accumulator.add(particle_log_weights(model_fn, guide_fn, images, size))
+        accumulator.add(particle_log_weights(model_fn, guide_fn, inputs, size))
         done += size
     return ImageBounds(elbo=accumulator.mean(), iwae=accumulator.log_mean_exp())
 
@@ -129,15 +130,18 @@ def dataset_bounds(
     total: int | None = None,
     progress: bool = True,
     on_batch: Callable[[dict[str, torch.Tensor]], None] | None = None,
+    inputs: Sequence[str] = ("image",),
 ) -> ImageBounds:
     """Per-image bounds over every batch, in order; ``on_batch`` sees each batch (already on
-    ``device``) for model-specific metrics computed in the same pass over the data."""
+    ``device``) for model-specific metrics computed in the same pass over the data. ``inputs``: the
+    batch keys the model takes (``GenerativeModel.inputs``)."""
     elbos, iwaes = [], []
     description = f"ELBO and IWAE bound (K={num_particles})"
     with progress_bar(description, total, enabled=progress) as advance:
         for batch in batches:
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            bounds = image_bounds(model_fn, guide_fn, batch["image"], num_particles, chunk)
+            args = tuple(batch[key] for key in inputs)
+            bounds = image_bounds(model_fn, guide_fn, args, num_particles, chunk)
             elbos.append(bounds.elbo.cpu())
             iwaes.append(bounds.iwae.cpu())
             if on_batch is not None:

@@ -53,6 +53,9 @@ class AIR(GenerativeModel):
     baseline_option = "baseline"
     baseline_kinds = {"nvil": "learned", "decaying_avg": "decaying_avg"}
     has_object_counts = True
+    can_reconstruct = True
+    can_sample = True
+    max_plate_nesting = 1
     has_enumerable_discrete_latents = True  # n present objects, then none: max_steps + 1 counts
     required_annotations = ("count",)
 

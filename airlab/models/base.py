@@ -10,7 +10,7 @@ estimators, callbacks and tasks read these declarations instead of guessing the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -27,8 +27,28 @@ BaselineKind = Literal["none", "decaying_avg", "learned"]
 
 
 class GenerativeModel(nn.Module):
-    """Base class of airlab's models: the Pyro ``model``/``guide`` pair plus declared capabilities."""
+    """Base class of airlab's models: the Pyro ``model``/``guide`` pair plus declared capabilities.
 
+    The contract (``docs/your_model.md``):
+
+    * ``model(*inputs)`` and ``guide(*inputs)`` are the only methods a model must write. They receive the
+      batch's tensors named by :attr:`inputs`, in that order (``("image",)`` unless declared).
+    * The constructor may ask for ``data_shape`` (one item's shape of the first input, e.g. ``(20,)``
+      for vectors) or ``image_shape`` (the same, for image models): the builder fills whichever it takes.
+    * Every sample site sits inside a plate named ``data`` over the batch (``pyro.plate("data", B)``): the
+      dataset scale N/B, evaluation's per-datum bounds and the particle tiling rely on it.
+    * Every learnable ``nn.Module`` is an attribute of the model and is registered with ``pyro.module``
+      inside ``model``/``guide``, so that Lightning's optimizer, checkpoints and DDP see it.
+    * Everything else is a declared capability (the class attributes below): a callback or task that
+      needs ``reconstruct``, ``sample``, ``encode``/``decode`` or ``infer`` runs only for models that
+      declare it, and an estimator that needs something (reparameterised sites, enumerable
+      configurations) is refused at start-up for a model that does not declare it.
+    """
+
+    #: The batch keys passed, in this order, to ``model`` and ``guide`` (and to every estimator, the
+    #: evaluation and the variance monitor): ``("image", "label")`` for a conditional or semi-supervised
+    #: model. Checked against the data's keys at start-up.
+    inputs: tuple[str, ...] = ("image",)
     #: True when the guide has sample sites without ``rsample`` (score-function gradients).
     has_discrete_latents: bool = False
     #: The model and guide can run ``num_particles`` as an extra leading batch dimension.
@@ -36,6 +56,14 @@ class GenerativeModel(nn.Module):
     #: ``discrete_configurations()`` lists every configuration of the discrete latents with non-zero
     #: probability, so ``elbo=enum_counts`` can sum them out (AIR: the T + 1 object counts).
     has_enumerable_discrete_latents: bool = False
+    #: The most plates any sample site sits in (Pyro's ``max_plate_nesting``); ``elbo=trace_enum`` uses
+    #: it unless ``elbo.max_plate_nesting`` is set, and Pyro guesses it when neither says.
+    max_plate_nesting: int | None = None
+    #: ``reconstruct(*inputs)`` returns one decoded posterior draw per item, shaped as the first input:
+    #: the reconstruction pictures apply.
+    can_reconstruct: bool = False
+    #: ``sample(n)`` returns ``n`` items decoded from prior draws: the prior-sample pictures apply.
+    can_sample: bool = False
     #: ``infer(images)`` returns per-image object counts, boxes and windows (AIR): count metrics and
     #: the attention pictures apply.
     has_object_counts: bool = False
@@ -47,7 +75,7 @@ class GenerativeModel(nn.Module):
     supports_bare_trace_loop: bool = False
     #: Multiply log-densities by N/B (a subsampled data plate) during training.
     scale_to_dataset: bool = False
-    #: Per-image annotations the model's metrics need from the data module (e.g. AIR's ``count``).
+    #: Batch keys beside :attr:`inputs` that the model's metrics need (e.g. AIR's ``count``).
     required_annotations: tuple[str, ...] = ()
 
     #: The option (constructor keyword) that picks the guide's variance-reduction baseline, and the kind
@@ -64,30 +92,43 @@ class GenerativeModel(nn.Module):
             return "none"
         return cls.baseline_kinds.get(options.get(cls.baseline_option), "none")
 
-    def check_annotations(self, datamodule: object) -> None:
-        """Refuse, in one line, a data module whose images lack the annotations this model needs."""
-        missing = [k for k in self.required_annotations if k not in datamodule.annotations]
+    @classmethod
+    def required_keys(cls) -> tuple[str, ...]:
+        """Every batch key the model reads: its inputs, then the annotations its metrics need."""
+        return (*cls.inputs, *(k for k in cls.required_annotations if k not in cls.inputs))
+
+    @classmethod
+    def check_data_keys(cls, keys: Sequence[str], data_name: str) -> None:
+        """Refuse, in one line naming the first missing key, data whose batches lack a key the model reads."""
+        missing = [k for k in cls.required_keys() if k not in keys]
         if missing:
             raise ConfigError(
                 "data",
-                f"model={type(self).__name__.lower()} needs images annotated with "
-                f"{', '.join(missing)}; use data=multimnist",
+                f"model={cls.__name__.lower()} reads batch key {missing[0]!r}, which {data_name} does not "
+                f"provide (its batches have: {', '.join(keys)}); choose data that has it",
             )
 
-    def model(self, images: torch.Tensor) -> None:
-        """The generative story for a batch ``[B, C, H, W]`` of images."""
+    def batch_inputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The tensors ``model`` and ``guide`` take from a batch dict: ``batch[k]`` for each of ``inputs``."""
+        return tuple(batch[key] for key in self.inputs)
+
+    def model(self, *inputs: torch.Tensor) -> None:
+        """The generative story for a batch: the tensors named by :attr:`inputs` (``[B, C, H, W]`` images
+        by default)."""
         raise NotImplementedError
 
-    def guide(self, images: torch.Tensor) -> None:
+    def guide(self, *inputs: torch.Tensor) -> None:
         """The amortised posterior for the same batch."""
         raise NotImplementedError
 
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        """Decode a posterior draw (or mean) of each image; same shape as ``images``."""
+    def reconstruct(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Decode a posterior draw (or mean) of each item, shaped as the first input; models that declare
+        ``can_reconstruct`` implement it."""
         raise NotImplementedError
 
     def sample(self, num_samples: int) -> torch.Tensor:
-        """Images decoded from prior draws, ``[num_samples, C, H, W]``."""
+        """Items decoded from prior draws, ``[num_samples, *data_shape]``; models that declare
+        ``can_sample`` implement it."""
         raise NotImplementedError
 
     def uses_decaying_avg_baseline(self) -> bool:

@@ -55,6 +55,9 @@ class VAE(GenerativeModel):
     """Pyro's VAE example: ``z ~ N(0, I)``, a Bernoulli decoder and a diagonal-Normal encoder."""
 
     has_latent_space = True
+    can_reconstruct = True
+    can_sample = True
+    max_plate_nesting = 1
     supports_bare_trace_loop = True  # the model/guide of Pyro's example: the bare loop is its reference
 
     def __init__(

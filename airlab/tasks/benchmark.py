@@ -148,9 +148,9 @@ def grad_variance_seconds(cfg: DictConfig, seed: int) -> float | None:
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
     module.train()
-    images = next(iter(datamodule.train_dataloader()))["image"]
+    inputs = module.model.batch_inputs(next(iter(datamodule.train_dataloader())))
     for _ in range(2):
-        monitor.measure(module, images, step=int(node.every_n_steps))
+        monitor.measure(module, inputs, step=int(node.every_n_steps))
     return monitor.last_seconds
 
 

@@ -26,6 +26,7 @@ from airlab.build import build_datamodule, start_task
 from airlab.checkpoints import load_checkpoint, load_model
 from airlab.config import check_node, resolve_device, validate_config
 from airlab.config.replay import merge_overrides
+from airlab.data.spec import describe_data
 from airlab.evaluation.bounds import dataset_bounds, summarise
 from airlab.evaluation.counts import AIRCounts
 from airlab.evaluation.latent_pictures import vae_pictures
@@ -119,7 +120,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     )
 
     counts = None
-    if model.has_object_counts and "count" in datamodule.annotations:
+    if model.has_object_counts and "count" in describe_data(datamodule).keys:
         counts = AIRCounts(model, settings.num_images, settings.num_errors)
     chunk = min(settings.iwae_chunk, settings.iwae_k)
     bounds_started = time.perf_counter()
@@ -133,6 +134,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
         total=len(loader),
         progress=settings.progress,
         on_batch=counts,
+        inputs=model.inputs,
     )
     bounds_s = time.perf_counter() - bounds_started
     elbo, elbo_sem = summarise(bounds.elbo)

@@ -23,7 +23,7 @@ import pyro
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from airlab.build import build_datamodule, build_model, build_module, start_task
+from airlab.build import build_datamodule, build_model, build_module, model_class, start_task
 from airlab.checkpoints import load_checkpoint, load_weights, model_state, resolve_checkpoint
 from airlab.config import validate_config
 from airlab.errors import CheckpointError, ConfigError
@@ -55,11 +55,13 @@ def run_variance_report(cfg: DictConfig) -> dict[str, Any]:
     start_task(seed)
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
-    images = next(iter(datamodule.train_dataloader()))["image"].to(device)
     model_cfg = cfg.model
     if checkpoint is not None and checkpoint[CONFIG_KEY].get("model"):
         model_cfg = OmegaConf.create(checkpoint[CONFIG_KEY]["model"])
         log.info("model config from the checkpoint: %s", OmegaConf.to_container(model_cfg))
+    keys = model_class(model_cfg).inputs
+    batch = next(iter(datamodule.train_dataloader()))
+    inputs = tuple(batch[key].to(device) for key in keys)
     if checkpoint is not None:
         base_state, step = model_state(checkpoint), int(checkpoint.get("global_step", 0))
         if not base_state:
@@ -94,16 +96,16 @@ def run_variance_report(cfg: DictConfig) -> dict[str, Any]:
             module.on_load_checkpoint(checkpoint)
             module.restore_param_store()
         module.model.on_train_step(step)
-        scale = module.loss_scale(images.shape[0])
+        scale = module.loss_scale(inputs[0].shape[0])
         started = time.perf_counter()
-        batches = warmup_batches(datamodule, images, report.baseline_warmup_data, device)
+        batches = warmup_batches(datamodule, inputs, keys, report.baseline_warmup_data, device)
         warmup = warm_up_baselines(module, batches, scale, int(report.baseline_warmup_steps))
         warmup_s = time.perf_counter() - started
         result = gradient_variance(
             module.estimator,
             module.model_fn,
             module.guide_fn,
-            (images,),
+            inputs,
             module.model.parameter_groups(),
             num_samples=int(report.num_samples),
             seed=seed,
@@ -131,7 +133,7 @@ def run_variance_report(cfg: DictConfig) -> dict[str, Any]:
             "data": OmegaConf.to_container(cfg.data, resolve=True),
             "ckpt_path": ckpt_path,
             "global_step": step,
-            "batch_size": int(images.shape[0]),
+            "batch_size": int(inputs[0].shape[0]),
             "num_samples": int(report.num_samples),
             "seed": seed,
             "report": OmegaConf.to_container(report, resolve=True),

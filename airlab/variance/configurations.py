@@ -121,7 +121,9 @@ def configuration_cfg(cfg: DictConfig, model_cfg: DictConfig, conf: Configuratio
     return out
 
 
-def warm_up_baselines(module: SVIModule, batches: Iterator[torch.Tensor], scale: float, steps: int) -> int:
+def warm_up_baselines(
+    module: SVIModule, batches: Iterator[tuple[torch.Tensor, ...]], scale: float, steps: int
+) -> int:
     """Train only the baselines, one batch of ``batches`` per step; returns the number of steps run."""
     estimator = module.estimator
     if steps <= 0 or not estimator.uses_baselines:
@@ -131,14 +133,14 @@ def warm_up_baselines(module: SVIModule, batches: Iterator[torch.Tensor], scale:
     optimizer = module.optimizer_factory(groups) if groups else None
     store = pyro.get_param_store()
     for step in range(steps):
-        images = next(batches)
+        inputs = next(batches)
         if optimizer is None:
             with torch.no_grad():  # a decaying average only needs the calls
-                estimator(module.model_fn, module.guide_fn, images, scale=scale)
+                estimator(module.model_fn, module.guide_fn, *inputs, scale=scale)
             if step == 0 and not any(n.startswith("__baseline_avg_downstream_cost_") for n in store.keys()):
                 return 0  # no baselines in this configuration
             continue
-        out = estimator(module.model_fn, module.guide_fn, images, scale=scale)
+        out = estimator(module.model_fn, module.guide_fn, *inputs, scale=scale)
         # The surrogate reaches the baseline parameters only through the baselines' squared error.
         grads = torch.autograd.grad(out.surrogate, params, allow_unused=True)
         for p, g in zip(params, grads, strict=True):
@@ -149,12 +151,16 @@ def warm_up_baselines(module: SVIModule, batches: Iterator[torch.Tensor], scale:
 
 
 def warmup_batches(
-    datamodule: pl.LightningDataModule, images: torch.Tensor, source: str, device: torch.device
-) -> Iterator[torch.Tensor]:
+    datamodule: pl.LightningDataModule,
+    inputs: tuple[torch.Tensor, ...],
+    keys: tuple[str, ...],
+    source: str,
+    device: torch.device,
+) -> Iterator[tuple[torch.Tensor, ...]]:
     """``train``: successive training batches, as in training. ``minibatch``: the measured one, again and
     again, which fits a decaying average to each of its images: a baseline training never has."""
     if source == "minibatch":
-        yield from itertools.repeat(images)
+        yield from itertools.repeat(inputs)
     while True:
         for batch in datamodule.train_dataloader():
-            yield batch["image"].to(device)
+            yield tuple(batch[key].to(device) for key in keys)

@@ -62,13 +62,14 @@ class GradVarianceMonitor(pl.Callback):
             log.info("gradient variance: step %d skipped, %s is not compiled yet", step, estimator.name)
             return
         self._last_step = step
-        metrics = self.measure(pl_module, batch["image"], step)
+        metrics = self.measure(pl_module, pl_module.model.batch_inputs(batch), step)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         log.debug("gradient variance at step %d (%.2f s): %s", step, self.last_seconds, metrics)
 
-    def measure(self, pl_module: pl.LightningModule, images: Any, step: int) -> dict[str, float]:
-        """One measurement on ``images`` at ``step``: the scalars to log. Its time is ``last_seconds``."""
+    def measure(self, pl_module: pl.LightningModule, inputs: tuple[Any, ...], step: int) -> dict[str, float]:
+        """One measurement on the batch's model ``inputs`` at ``step``: the scalars to log. Its time is
+        ``last_seconds``."""
         started = time.perf_counter()
         model = pl_module.model
         # training_step makes the same call right after this hook, so the prior it anneals is the one
@@ -78,11 +79,11 @@ class GradVarianceMonitor(pl.Callback):
             pl_module.estimator,
             pl_module.model_fn,
             pl_module.guide_fn,
-            (images,),
+            inputs,
             model.parameter_groups(),
             num_samples=self.num_samples,
             seed=self.draw_seed(step),
-            scale=pl_module.loss_scale(images.shape[0]),
+            scale=pl_module.loss_scale(inputs[0].shape[0]),
             terms=self.terms,
             module=model,
         )
