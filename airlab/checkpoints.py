@@ -2,14 +2,27 @@
 
 A checkpoint of ``scripts/train.py`` holds the module's ``state_dict`` and ``airlab_config``, the
 resolved config it was trained with. Every failure is one line naming the file.
+
+**Reading never runs code.** airlab's checkpoints hold tensors and plain containers only (the config as
+a plain dict, Pyro's state and the random generators as tensors), and every reader opens them with
+``torch.load(weights_only=True)``: this loader, Lightning's resume (``trainer.fit(weights_only=True)``),
+evaluate, the variance report and the study. A file that needs anything else unpickled is refused in one
+line before any of it is built (so a ``__reduce__`` in it never runs). A file you trust that holds numpy
+arrays (a random state saved as numpy) can be converted, explicitly, with
+``python -m airlab.checkpoints convert IN OUT`` (:func:`convert_checkpoint`): it admits numpy's array
+types only, never arbitrary code, and writes the same content as tensors.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
@@ -18,7 +31,7 @@ from airlab.build import build_model
 from airlab.config.replay import config_differences
 from airlab.errors import CheckpointError, ConfigError
 from airlab.models.base import GenerativeModel
-from airlab.svi_module import CONFIG_KEY
+from airlab.svi_module import CONFIG_KEY, NUM_TRAIN_KEY, PARAM_STORE_KEY
 from airlab.sweep import job_checkpoint
 
 log = logging.getLogger(__name__)
@@ -59,8 +72,19 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError("ckpt_path", f"file not found: {path}")
     try:
-        # Our own checkpoints hold configs and Pyro state beside the tensors; weights_only rejects them.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))  # the first object it would have had to build
+        if found is None:  # no object in it at all: a damaged or foreign file
+            raise CheckpointError(
+                f"ckpt_path: {path} is not a readable checkpoint (UnpicklingError)"
+            ) from None
+        what = f" ({found.group(1)})"
+        raise CheckpointError(
+            f"ckpt_path: {path} holds objects that are not tensors or plain data{what}, so it was not "
+            "loaded and nothing in it ran; airlab writes none. If you trust the file (an old airlab "
+            "checkpoint), convert it: python -m airlab.checkpoints convert FILE NEW_FILE"
+        ) from None
     except Exception as err:
         raise CheckpointError(
             f"ckpt_path: {path} is not a readable checkpoint ({type(err).__name__})"
@@ -121,15 +145,76 @@ def check_fits(
         )
 
 
+def check_budget(checkpoint: dict[str, Any], trainer: DictConfig, ckpt_path: str) -> None:
+    """Refuse a ``trainer.max_steps`` or ``trainer.max_epochs`` that the checkpoint has already reached:
+    there would be nothing to train (Lightning ends such a run in a traceback)."""
+    step, epoch = int(checkpoint.get("global_step", 0)), int(checkpoint.get("epoch", 0))
+    max_steps, max_epochs = trainer.get("max_steps", -1), trainer.get("max_epochs")
+    if max_steps not in (None, -1) and step >= int(max_steps):
+        raise ConfigError(
+            "trainer.max_steps",
+            f"{max_steps} is not above the {step} steps {ckpt_path} has trained; "
+            f"set trainer.max_steps above {step} to train on",
+        )
+    if max_epochs not in (None, -1) and epoch >= int(max_epochs):
+        raise ConfigError(
+            "trainer.max_epochs",
+            f"{max_epochs} is not above the {epoch} epochs {ckpt_path} has trained; "
+            f"set trainer.max_epochs above {epoch} to train on",
+        )
+
+
+def check_training_state(
+    module: pl.LightningModule, checkpoint: dict[str, Any], cfg: DictConfig, ckpt_path: str
+) -> None:
+    """Refuse an optimizer or estimator state that does not fit the config: another optimizer class,
+    other parameter groups, or decaying-average baselines that the config would silently drop. Warn (and
+    go on) when the training data has another size than the checkpoint's."""
+    trained = checkpoint[CONFIG_KEY]
+    old, new = trained.get("optim", {}).get("_target_"), cfg.optim.get("_target_")
+    if old is not None and old != new:
+        raise ConfigError(
+            "optim",
+            f"{ckpt_path} holds the state of {old}, not of {new}; resume with the optimizer it was trained "
+            "with (or start a new run)",
+        )
+    saved = (checkpoint.get("optimizer_states") or [{}])[0].get("param_groups", [])
+    wanted = module.parameter_groups()
+    sizes = [len(g["params"]) for g in saved], [len(g["params"]) for g in wanted]
+    if saved and sizes[0] != sizes[1]:
+        raise CheckpointError(
+            f"ckpt_path: {ckpt_path} has optimizer groups of {sizes[0]} tensors, the config {sizes[1]} "
+            f"({', '.join(g['name'] for g in wanted)}); resume with the config it was trained with"
+        )
+    if checkpoint.get(PARAM_STORE_KEY) and not module.model.uses_decaying_avg_baseline():
+        raise CheckpointError(
+            f"ckpt_path: {ckpt_path} holds decaying-average baselines ({len(checkpoint[PARAM_STORE_KEY])} "
+            "entries) that this config does not use; resume with the baseline it was trained with"
+        )
+    old_size, size = checkpoint.get(NUM_TRAIN_KEY), module.num_train
+    if old_size is not None and size is not None and old_size != size:
+        log.warning(
+            "data: %s was trained on %d training items, this data has %d; resuming anyway (the epoch "
+            "resumes at the same batch count, and the dataset scale N/B is the new data's)",
+            ckpt_path,
+            old_size,
+            size,
+        )
+
+
 def check_resumable(
     module: pl.LightningModule, checkpoint: dict[str, Any], cfg: DictConfig, ckpt_path: str
 ) -> None:
-    """Refuse in one line a checkpoint that training cannot resume ``module`` (an ``SVIModule``) from:
-    another model class, or weights whose keys or shapes differ (before Lightning fails with a traceback)."""
+    """Refuse in one line, before any work, a checkpoint that training cannot resume ``module`` (an
+    ``SVIModule``) from: another model class, weights whose keys or shapes differ, a budget already
+    reached (unless a sweep resumes its own job), an optimizer or estimator state that does not fit."""
     check_model_target(checkpoint[CONFIG_KEY], cfg, ckpt_path)
     check_fits(
         module.state_dict(), checkpoint["state_dict"], checkpoint[CONFIG_KEY], cfg, ckpt_path, "resume"
     )
+    if not cfg.get("resume_sweep"):
+        check_budget(checkpoint, cfg.trainer, ckpt_path)
+    check_training_state(module, checkpoint, cfg, ckpt_path)
 
 
 def load_model(
@@ -161,3 +246,61 @@ def load_weights(model: GenerativeModel, state: dict[str, torch.Tensor], name: s
         )
     if unexpected:
         log.info("%s: %d tensors of the weights unused: %s", name, len(unexpected), unexpected[:5])
+
+
+# -- conversion of a trusted file ------------------------------------------------------------------
+
+
+def numpy_array_types() -> list[Any]:
+    """The globals a pickled numpy array or scalar needs (array reconstruction and dtypes): data only."""
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *dtypes]
+
+
+def as_plain(value: Any) -> Any:
+    """``value`` with numpy arrays and scalars turned into tensors and Python numbers (containers kept)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: as_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(as_plain(v) for v in value)
+    return value
+
+
+def convert_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """Rewrite a trusted checkpoint that holds numpy arrays as one of tensors and plain data only, and
+    check that ``target`` loads with ``weights_only=True``. Objects of any other type are still refused."""
+    with torch.serialization.safe_globals(numpy_array_types()):
+        try:
+            checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise CheckpointError(
+                f"{source}: holds objects other than tensors, numpy arrays and plain data; not converted "
+                f"({str(err).splitlines()[0][:200]})"
+            ) from None
+    target = Path(target)
+    torch.save(as_plain(checkpoint), target)
+    torch.load(target, map_location="cpu", weights_only=True)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m airlab.checkpoints convert IN OUT``."""
+    from airlab.errors import report_user_errors
+
+    parser = argparse.ArgumentParser(prog="python -m airlab.checkpoints", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    convert = sub.add_parser("convert", help="rewrite a trusted checkpoint as tensors and plain data")
+    convert.add_argument("source")
+    convert.add_argument("target")
+    args = parser.parse_args(argv)
+    written = report_user_errors(convert_checkpoint, args.source, args.target)
+    print(f"wrote {written}: loads with torch.load(weights_only=True)")
+
+
+if __name__ == "__main__":
+    main()

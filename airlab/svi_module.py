@@ -29,6 +29,7 @@ PARAM_STORE_KEY = "pyro_param_store"
 CONFIG_KEY = "airlab_config"
 NONFINITE_KEY = "airlab_nonfinite"
 RNG_KEY = "airlab_rng"
+NUM_TRAIN_KEY = "airlab_num_train"
 
 
 class SVIModule(pl.LightningModule):
@@ -205,6 +206,7 @@ class SVIModule(pl.LightningModule):
         checkpoint[CONFIG_KEY] = self.config
         checkpoint[NONFINITE_KEY] = self.nonfinite.state_dict()
         checkpoint[RNG_KEY] = self._rng_before_validation or rng_state()
+        checkpoint[NUM_TRAIN_KEY] = self.num_train
         reopen_stopped_epoch(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ from airlab.callbacks.images import tensorboard_writers
 from airlab.callbacks.run_end import RunEndCallback
 from airlab.checkpoints import check_resumable, load_checkpoint, resolve_checkpoint
 from airlab.config import flatten_config, validate_config
+from airlab.config.combinations import check_validation_interval
 from airlab.config.tree import print_config_tree, save_config_tree
 from airlab.trackers import log_config_params
 
@@ -118,6 +119,12 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
+    try:
+        num_batches = len(datamodule.train_dataloader())
+    except TypeError:  # an iterable dataset: Lightning checks the interval itself
+        num_batches = None
+    if num_batches is not None:
+        check_validation_interval(cfg.trainer, num_batches)
     if checkpoint is not None:
         check_resumable(module, checkpoint, cfg, str(ckpt_path))
         del checkpoint  # Lightning reads it again in fit
@@ -130,7 +137,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     log.info("training %s with %s", type(module.model).__name__, type(module.estimator).__name__)
     fit_started = time.perf_counter()
     with exit_on_interrupt(trainer):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        # weights_only: Lightning's own read of the file is as safe as load_checkpoint's (airlab.checkpoints).
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         fit_time_s = time.perf_counter() - fit_started
         fit_metrics = dict(trainer.callback_metrics)
         test_metrics: dict[str, Any] = {}

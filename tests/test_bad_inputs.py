@@ -216,6 +216,7 @@ def test_combinations_that_work_pass(make_cfg):
         ({"accelerator": "auto", "devices": 4}, 2, "asks for 4 devices, but only 2 GPUs are available"),
         ({"accelerator": "gpu", "devices": 1}, 0, "'gpu' needs a GPU, but none is visible"),
         ({"accelerator": "cpu", "devices": 0}, 0, "0 is not valid; use a count >= 1"),
+        ({"accelerator": "cpu", "devices": -1}, 0, "-1 is not valid on the CPU; use a number of processes"),
     ],
 )
 def test_devices_are_checked_against_the_hardware(monkeypatch, trainer, gpus, message):
@@ -224,4 +225,4 @@ def test_devices_are_checked_against_the_hardware(monkeypatch, trainer, gpus, me
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     with pytest.raises(ConfigError, match=message):
         check_devices(trainer)
-    check_devices({**trainer, "devices": "auto"} if gpus else {"accelerator": "cpu", "devices": -1})
+    check_devices({**trainer, "devices": "auto"} if gpus else {"accelerator": "cpu", "devices": 1})

@@ -100,11 +100,15 @@ BAD_VALUES = [
     # (overrides, key, what the message says after "key: ")
     (["+model.zdim=3"], "model.zdim", "unknown key; valid keys: z_dim, hidden_dim, scale_to_dataset"),
     (["model.z_dim=abc"], "model.z_dim", "'abc' has the wrong type; expected int"),
-    (["model.z_dim=0"], "model.z_dim", "0 is out of range; must be >= 1"),
+    (["model.z_dim=0"], "model.z_dim", "0 is out of range; must be in [1, 65536]"),
     (["model.scale_to_dataset=maybe"], "model.scale_to_dataset", "'maybe' has the wrong type; expected bool"),
     ([*AIR, "model.baseline=maybe"], "model.baseline", "'maybe' is not valid; choose one of: none, deca"),
     ([*AIR, "model.z_pres_prior=1.0"], "model.z_pres_prior", "1.0 is out of range; must be in (0, 1)"),
-    ([*AIR, "model.encoder_hidden=[16,0]"], "model.encoder_hidden", "0 is out of range; must be >= 1"),
+    (
+        [*AIR, "model.encoder_hidden=[16,0]"],
+        "model.encoder_hidden",
+        "0 is out of range; must be in [1, 65536]",
+    ),
     ([*AIR, "model.decoder_hidden=16"], "model.decoder_hidden", "16 has the wrong type; expected a list of"),
     (["+data.shuffle=true"], "data.shuffle", "unknown key; valid keys: source, data_dir, batch_size"),
     (["data.batch_size=1.5"], "data.batch_size", "1.5 has the wrong type; expected int"),

@@ -108,6 +108,11 @@ def check_devices(trainer: Mapping[str, Any]) -> None:
         return  # mps, tpu, ...: Lightning counts those itself
     available, kind = (gpus, "GPU") if on_gpu else (os.cpu_count() or 1, "CPU core")
     devices = trainer.get("devices", "auto")
+    if not on_gpu and (devices == -1 or isinstance(devices, list)):
+        raise ConfigError(
+            "trainer.devices",
+            f"{describe(devices)} is not valid on the CPU; use a number of processes >= 1 (e.g. 2) or auto",
+        )
     count = requested_devices(devices, available)
     if count is None or count < 1:
         raise ConfigError(
@@ -125,4 +130,35 @@ def check_devices(trainer: Mapping[str, Any]) -> None:
             f"{describe(devices)} asks for {count} devices, but only {available} {kind}"
             f"{'s' if available != 1 else ''} {'are' if available != 1 else 'is'} available; "
             f"use trainer.devices={available} or fewer",
+        )
+
+
+def training_batches(num_batches: int, limit: Any) -> int:
+    """The batches an epoch trains on: the loader's, capped by ``trainer.limit_train_batches`` (a count,
+    or a fraction of the loader)."""
+    if limit is None:
+        return num_batches
+    if isinstance(limit, float) and limit <= 1.0:
+        return int(num_batches * limit)
+    return min(num_batches, int(limit))
+
+
+def check_validation_interval(trainer: Mapping[str, Any], num_batches: int) -> None:
+    """Refuse a step count ``trainer.val_check_interval`` longer than an epoch while validation is also
+    tied to epochs (``check_val_every_n_epoch`` set): Lightning cannot run it (a preset's interval on the
+    few batches of ``debug=limit`` or a small data set)."""
+    interval = trainer.get("val_check_interval")
+    if (
+        not isinstance(interval, int)
+        or isinstance(interval, bool)
+        or trainer.get("check_val_every_n_epoch") is None
+    ):
+        return
+    batches = training_batches(num_batches, trainer.get("limit_train_batches"))
+    if interval > batches:
+        raise ConfigError(
+            "trainer.val_check_interval",
+            f"{interval} steps is longer than an epoch ({batches} training batches) while "
+            "check_val_every_n_epoch is set; set trainer.check_val_every_n_epoch=null to count steps "
+            f"across epochs, or trainer.val_check_interval={batches} or fewer",
         )

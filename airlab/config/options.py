@@ -14,7 +14,7 @@ other way round.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,5 +84,22 @@ class Excluded:
         return f"{describe(value)} {self.reason}" if value == self.value else None
 
 
+@dataclass(frozen=True)
+class Predicate:
+    """A rule no range states (a fraction or a count, a duration): ``test(value)`` must hold;
+    ``expected`` says what is valid."""
+
+    test: Callable[[Any], bool]
+    expected: str
+
+    def problem(self, value: Any) -> str | None:
+        """The complaint if ``test(value)`` fails, else None."""
+        return None if self.test(value) else f"{describe(value)} is not valid; expected {self.expected}"
+
+
 #: What may follow the type inside ``Annotated[...]``.
-Rule = Range | OneOf | Excluded
+Rule = Range | OneOf | Excluded | Predicate
+
+
+#: A layer's width or a latent's size: a larger one would not fit in any machine's memory.
+UNITS = Range(ge=1, le=2**16)

@@ -32,7 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from airlab.config.combinations import check_devices, check_estimator_fits_model
 from airlab.config.library import LIBRARY_RULES, OPEN_KEYWORDS
-from airlab.config.options import Excluded, OneOf, Range, Rule, describe
+from airlab.config.options import Excluded, OneOf, Predicate, Range, Rule, describe
 from airlab.errors import ConfigError
 
 #: The top-level keys of every task's config, which no constructor takes.
@@ -125,7 +125,7 @@ def _split_markers(hint: Any) -> tuple[Any, tuple[Rule, ...]]:
     """``Annotated[T, rules...]`` -> ``(T, rules)``; a ``Literal`` type brings its choices as a rule."""
     rules: tuple[Rule, ...] = ()
     if typing.get_origin(hint) is Annotated:
-        rules = tuple(m for m in hint.__metadata__ if isinstance(m, Range | OneOf | Excluded))
+        rules = tuple(m for m in hint.__metadata__ if isinstance(m, Range | OneOf | Excluded | Predicate))
         hint = typing.get_args(hint)[0]
     members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     members = tuple(member for member in members if member is not type(None))
@@ -273,7 +273,6 @@ def check_node(prefix: str, target: Callable, node: Mapping[str, Any] | DictConf
     values = {str(k): v for k, v in _plain(node).items() if not str(k).startswith("_")}
     options = options_of(prefix, target)
     module = f"{getattr(target, '__module__', '')}."
-    library_rules = next((r for m, r in LIBRARY_RULES.items() if module.startswith(m)), {})
     open_keywords = f"{module}{getattr(target, '__qualname__', '')}" in OPEN_KEYWORDS
     for key, value in values.items():
         option = options.get(key)
@@ -287,6 +286,10 @@ def check_node(prefix: str, target: Callable, node: Mapping[str, Any] | DictConf
         if value == "???":  # OmegaConf's mandatory value, left unset
             raise ConfigError(f"{prefix}.{key}", f"must be set ({type_name(option.hint)})")
         rules = option.rules
+        # A third-party parameter's rule, by the module that declares it (an airlab subclass of
+        # Lightning's ModelCheckpoint inherits the rules of its parameters).
+        declared = f"{option.declared_in}."
+        library_rules = next((r for m, r in LIBRARY_RULES.items() if declared.startswith(m)), {})
         if key in library_rules:
             rules = (*rules, library_rules[key])
         check_value(f"{prefix}.{key}", value, option.hint, rules)

@@ -102,7 +102,7 @@ def _stale_reason(arrays_path: Path, manifest_path: Path, parameters: dict[str, 
 
 
 def _read_arrays(path: Path, parameters: dict[str, Any]) -> MultiMNISTArrays:
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:  # data only: a pickled object never loads
         arrays = MultiMNISTArrays(**{name: data[name] for name in ARRAY_NAMES})
     n, k, size = parameters["num_images"], parameters["max_digits"], parameters["image_size"]
     expected = {"images": (n, size, size), "count": (n,), "digits": (n, k), "boxes": (n, k, 4)}

@@ -26,7 +26,7 @@ import torch
 from pyro.ops.provenance import detach_provenance
 from torch import nn
 
-from airlab.config.options import OneOf, Range
+from airlab.config.options import UNITS, OneOf, Range
 from airlab.evaluation.counts import count_accuracy
 from airlab.models.air_nets import ImageLSTMCell, NVILBaseline, StepPredictor, WindowDecoder, WindowEncoder
 from airlab.models.base import GenerativeModel
@@ -63,12 +63,12 @@ class AIR(GenerativeModel):
         self,
         image_shape: Sequence[int] = (1, 50, 50),
         max_steps: Annotated[int, Range(ge=1)] = 3,
-        z_what_dim: Annotated[int, Range(ge=1)] = 50,
-        window_size: Annotated[int, Range(ge=2)] = 28,
-        rnn_hidden: Annotated[int, Range(ge=1)] = 256,
-        encoder_hidden: Annotated[Sequence[int], Range(ge=1)] = (200,),
-        decoder_hidden: Annotated[Sequence[int], Range(ge=1)] = (200,),
-        predict_hidden: Annotated[Sequence[int], Range(ge=1)] = (200,),
+        z_what_dim: Annotated[int, UNITS] = 50,
+        window_size: Annotated[int, Range(ge=2, le=1024)] = 28,
+        rnn_hidden: Annotated[int, UNITS] = 256,
+        encoder_hidden: Annotated[Sequence[int], UNITS] = (200,),
+        decoder_hidden: Annotated[Sequence[int], UNITS] = (200,),
+        predict_hidden: Annotated[Sequence[int], UNITS] = (200,),
         decoder_sigmoid: bool = True,
         decoder_output_bias: float = -2.0,
         likelihood_sd: Annotated[float, Range(gt=0)] = 0.3,
@@ -85,8 +85,8 @@ class AIR(GenerativeModel):
         baseline: Annotated[str, OneOf(BASELINES)] = "nvil",
         baseline_beta: Annotated[float, Range(ge=0, lt=1)] = 0.9,
         baseline_scalar: Annotated[float, Range(gt=0)] = 1.0,
-        baseline_rnn_hidden: Annotated[int, Range(ge=1)] = 256,
-        baseline_hidden: Annotated[Sequence[int], Range(ge=1)] = (200,),
+        baseline_rnn_hidden: Annotated[int, UNITS] = 256,
+        baseline_hidden: Annotated[Sequence[int], UNITS] = (200,),
         scale_to_dataset: bool = True,
     ) -> None:
         super().__init__()

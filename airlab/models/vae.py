@@ -17,7 +17,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from airlab.config.options import Range
+from airlab.config.options import UNITS, Range
 from airlab.models.base import GenerativeModel
 
 
@@ -63,8 +63,8 @@ class VAE(GenerativeModel):
     def __init__(
         self,
         image_shape: tuple[int, ...] = (1, 28, 28),
-        z_dim: Annotated[int, Range(ge=1)] = 50,
-        hidden_dim: Annotated[int, Range(ge=1)] = 400,
+        z_dim: Annotated[int, UNITS] = 50,
+        hidden_dim: Annotated[int, UNITS] = 400,
         scale_to_dataset: bool = False,
         beta: Annotated[float, Range(gt=0)] = 1.0,
     ) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 
+from airlab.config.options import Range
 from airlab.variance.estimate import gradient_variance
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,11 @@ class GradVarianceMonitor(pl.Callback):
     """
 
     def __init__(
-        self, every_n_steps: int = 500, num_samples: int = 16, terms: bool = True, seed: int = 0
+        self,
+        every_n_steps: Annotated[int, Range(ge=0)] = 500,
+        num_samples: Annotated[int, Range(ge=2)] = 16,
+        terms: bool = True,
+        seed: Annotated[int, Range(ge=0, le=2**32 - 1)] = 0,
     ) -> None:
         if every_n_steps < 0:
             raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
