@@ -11,6 +11,7 @@ instead of printing its multi-line report, and prints them the same way: one lin
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -48,6 +49,32 @@ class CheckpointError(AirlabError):
     """A checkpoint that cannot be read or does not fit the configured model."""
 
     pass
+
+
+class OutputError(AirlabError):
+    """A file that cannot be written: a full disk, a read-only or forbidden folder."""
+
+    pass
+
+
+#: The ``OSError`` numbers of a place that cannot be written (full, read-only, forbidden, over quota).
+UNWRITABLE = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def unwritable(err: BaseException) -> str | None:
+    """``<path>: cannot write (No space left on device); ...`` for an error of an unwritable place, found
+    in ``err`` or its causes; None for any other error."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in UNWRITABLE:
+            where = seen.filename or "the output folder"
+            return (
+                f"{where}: cannot write ({seen.strerror or 'error ' + str(seen.errno)}); free space there "
+                "or point paths.root_dir (AIRLAB_ROOT) at a writable folder; the last checkpoint already on "
+                "disk is intact"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _print_and_exit(message: str) -> None:
@@ -126,6 +153,12 @@ def run_hydra_app(main: Callable[[], T]) -> T:
         if STARTUP_MARKER not in os.environ:
             raise  # raised by the task: not a start-up error
         _print_and_exit(hydra_error_line(err))
+        raise  # not reached: _print_and_exit exits
+    except OSError as err:  # Hydra making the run directory in a read-only or full place
+        line = unwritable(err)
+        if line is None:
+            raise
+        _print_and_exit(line)
         raise  # not reached: _print_and_exit exits
     finally:
         _restore_hydra_reporting()

@@ -37,6 +37,8 @@ RESUME_KEY = "resume_sweep"
 LOCK_NAME = ".summary.csv.lock"
 #: The ``status`` of a job without ``metrics.json``.
 NO_METRICS = "no metrics.json (failed or still running)"
+#: Where a failed job leaves its one-line reason (``summary.csv``'s status ``failed: <reason>``).
+FAILED_NAME = "failed.txt"
 
 
 def _is_resume_override(override: str) -> bool:
@@ -98,8 +100,11 @@ def summarise_sweep(sweep_dir: Path) -> Path | None:
             if overrides is not None:
                 row["overrides"] = overrides
             metrics = _read_metrics(job_dir)
+            failed = job_dir / FAILED_NAME
             if metrics is not None:
                 row.update(metrics)
+            elif failed.is_file():
+                row["status"] = f"failed: {failed.read_text().strip()}"
             else:
                 row["status"] = NO_METRICS
             rows[row["job"]] = row
@@ -157,6 +162,20 @@ def job_checkpoint(cfg: DictConfig) -> Path | None:
         return None
     path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     return path if path.is_file() else None
+
+
+def record_failed_job(reason: str) -> None:
+    """In a multirun job: leave ``reason`` in the job's ``failed.txt`` and rebuild ``summary.csv``, as far
+    as the disk allows (a full disk may refuse both; the job's log has the line too)."""
+    job = _sweep_job()
+    if job is None:
+        return
+    sweep_dir, num, _ = job
+    try:
+        (sweep_dir / str(num) / FAILED_NAME).write_text(" ".join(reason.split()) + "\n")
+        summarise_sweep(sweep_dir)
+    except OSError as err:
+        log.warning("could not record the failure in summary.csv: %s", err)
 
 
 class SweepSummary(Callback):
