@@ -286,8 +286,7 @@ def check_node(prefix: str, target: Callable, node: Mapping[str, Any] | DictConf
         if value == "???":  # OmegaConf's mandatory value, left unset
             raise ConfigError(f"{prefix}.{key}", f"must be set ({type_name(option.hint)})")
         rules = option.rules
-        # A third-party parameter's rule, by the module that declares it (an airlab subclass of
-        # Lightning's ModelCheckpoint inherits the rules of its parameters).
+        # A third-party parameter's rule, by the module declaring it (airlab's subclasses inherit it).
         declared = f"{option.declared_in}."
         library_rules = next((r for m, r in LIBRARY_RULES.items() if declared.startswith(m)), {})
         if key in library_rules:
