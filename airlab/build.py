@@ -100,7 +100,19 @@ def build_module(
         num_train=spec.num_train,
         config=OmegaConf.to_container(cfg, resolve=True),
         max_consecutive_bad=cfg.max_consecutive_bad,
+        validate_args_steps=cfg.validate_args_steps,
     )
+
+
+def module_and_first_batch(cfg: DictConfig, seed: int | None) -> tuple[SVIModule, tuple[Any, ...]]:
+    """For measurements outside a Trainer: a fresh task's SVIModule in training mode, and the model's
+    inputs from the first training batch."""
+    start_task(seed)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
+    module.train()
+    return module, module.model.batch_inputs(next(iter(datamodule.train_dataloader())))
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:

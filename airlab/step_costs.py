@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from airlab.build import build_datamodule, build_module, start_task
+from airlab.build import module_and_first_batch
 from airlab.config.compose import compose_config
 
 
@@ -27,12 +27,7 @@ def arm_step_seconds(
     setups = {}
     for arm in arms:
         cfg = compose_config("study", [f"study_arm={arm}", *overrides])
-        start_task(seed)
-        datamodule = build_datamodule(cfg)
-        datamodule.setup("fit")
-        module = build_module(cfg, datamodule)
-        module.train()
-        inputs = module.model.batch_inputs(next(iter(datamodule.train_dataloader())))
+        module, inputs = module_and_first_batch(cfg, seed)
         optimizer = module.configure_optimizers()
         setups[arm] = (module, inputs, optimizer, module.loss_scale(inputs[0].shape[0]))
     for _ in range(repeats):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated, Any
 
 import pyro
@@ -44,6 +45,7 @@ class SVIModule(pl.LightningModule):
         num_train: int | None = None,
         config: dict[str, Any] | None = None,
         max_consecutive_bad: Annotated[int, Range(ge=1)] = 10,
+        validate_args_steps: Annotated[int, Range(ge=-1)] = 100,
     ) -> None:
         super().__init__()
         self.model = model
@@ -61,6 +63,7 @@ class SVIModule(pl.LightningModule):
         self._rng_before_validation: dict[str, Any] | None = None
         self.nonfinite = NonFiniteGuard(max_consecutive_bad)
         self._losses_finite = True  # every training_step since the last optimizer step
+        self.validate_args_steps = validate_args_steps
 
     # -- the SVI step ---------------------------------------------------------------------------
     def loss_scale(self, batch_size: int) -> float:
@@ -88,7 +91,8 @@ class SVIModule(pl.LightningModule):
         batch_size = inputs[0].shape[0]
         world = self.world_size()
         scale = self.loss_scale(batch_size * world)
-        out = self.estimator(self.model_fn, self.guide_fn, *inputs, scale=scale)
+        with self.distribution_checks():
+            out = self.estimator(self.model_fn, self.guide_fn, *inputs, scale=scale)
         synchronise_averages()  # a collective (under DDP): before any rank can return early
         surrogate = out.surrogate * world if world > 1 else out.surrogate
         loss_per_image = out.loss / (scale * batch_size)
@@ -108,6 +112,15 @@ class SVIModule(pl.LightningModule):
             for name, value in self.model.training_metrics(out.guide_trace).items():
                 self.log(f"train/{name}", value, batch_size=batch_size)
         return surrogate
+
+    def distribution_checks(self) -> AbstractContextManager:
+        """Pyro's validation (distribution arguments, supports, nan checks) as Pyro sets it for the first
+        ``validate_args_steps`` training steps of a run (-1: every step), then off: a model that passes
+        them passes them later too, and on AIR they cost 15% of a step (docs/benchmarks.md).
+        Validation and test always run with Pyro's setting."""
+        if self.validate_args_steps < 0 or self.global_step < self.validate_args_steps:
+            return nullcontext()
+        return pyro.validation_enabled(False)
 
     def _evaluation_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         inputs = self.model.batch_inputs(batch)

@@ -161,9 +161,22 @@ def test_image_lstm_cell_is_an_lstm_cell_on_the_concatenated_input():
         state = cell.step(image_gates, step_input, state)
         for got, expected in zip(state, expected_state, strict=True):
             assert torch.allclose(got, expected, atol=1e-6)
-    grads = torch.autograd.grad(state[0].sum(), [cell.weight_ih_image, cell.weight_ih_step])
+    image_grad, step_grad = torch.autograd.grad(state[0].sum(), [cell.image_to_gates, cell.weight_ih_step])
     expected_grad = torch.autograd.grad(expected_state[0].sum(), reference.weight_ih)[0]
-    assert torch.allclose(torch.cat(grads, 1), expected_grad, atol=1e-6)
+    assert torch.allclose(torch.cat([image_grad.t(), step_grad], 1), expected_grad, atol=1e-6)
+
+
+def test_image_lstm_cell_loads_the_earlier_image_major_layout():
+    """A checkpoint of the cell before ``image_to_gates`` (``weight_ih_image`` ``[4H, image]``) loads as
+    the same function, even where the two shapes are equal (image features = 4H)."""
+    torch.manual_seed(0)
+    cell = ImageLSTMCell(32, 5, 8)
+    old = {k: v for k, v in cell.state_dict().items() if k != "image_to_gates"}
+    old["weight_ih_image"] = cell.image_to_gates.detach().t().clone()
+    loaded = ImageLSTMCell(32, 5, 8)
+    loaded.load_state_dict(old)
+    image = torch.randn(3, 32)
+    assert torch.equal(loaded.project_image(image), cell.project_image(image))
 
 
 def test_the_baseline_network_runs_only_in_training():

@@ -2,17 +2,16 @@
 
 Every config node with a ``_target_`` (airlab's classes, a user's own model, data or estimator class
 from any module, torch's and Pyro's optimizers, Lightning's trainer, callbacks and loggers) is checked
-against that target's constructor before anything is built: each key
-must be a parameter, of the parameter's type, and meet the rules its ``Annotated`` markers state
-(:mod:`airlab.config.options`). A class that relates several of its options (two fractions that must
-leave training data) checks them in a classmethod ``validate_options(options, prefix)``; options of
-different groups that do not go together (an estimator the model cannot use, more devices than there
-are) are checked last (:mod:`airlab.config.combinations`).
+against that target's constructor before anything is built: each key must be a parameter, of the
+parameter's type, and meet the rules its ``Annotated`` markers state (:mod:`airlab.config.options`).
+A class that relates several of its options (two fractions that must leave training data) checks them
+in a classmethod ``validate_options(options, prefix)``; options of different groups that do not go
+together (an estimator the model cannot use, more devices than there are) are checked last
+(:mod:`airlab.config.combinations`).
 
-The exceptions, each in one table: keys the YAML carries that are not constructor parameters
-(:data:`EXTRA_KEYS`), parameters the builder passes itself (:data:`BUILD_TIME_ARGUMENTS`), the ranges
-of third-party parameters (:mod:`airlab.config.library`), the top-level keys (:data:`TOP_LEVEL`,
-:data:`SECTIONS`) and ``paths.*`` (:data:`PATHS`).
+The exceptions, each in one table: YAML keys that are no constructor parameter (:data:`EXTRA_KEYS`),
+parameters the builder passes (:data:`BUILD_TIME_ARGUMENTS`), third-party ranges
+(:mod:`airlab.config.library`), the top-level keys (:data:`TOP_LEVEL`, :data:`SECTIONS`), ``paths.*``.
 """
 
 from __future__ import annotations
@@ -42,6 +41,7 @@ TOP_LEVEL: dict[str, Any] = {
     "ckpt_path": str | None,
     "optimized_metric": str | None,
     "max_consecutive_bad": Annotated[int, Range(ge=1)],  # SVIModule's, passed by airlab.build
+    "validate_args_steps": Annotated[int, Range(ge=-1)],  # SVIModule's, passed by airlab.build
     "tags": list[str] | None,
     "test": bool,
     "resume_sweep": bool,  # airlab.sweep: skip a sweep's finished jobs, resume the others

@@ -177,23 +177,38 @@ class AIR(GenerativeModel):
         pixels = images.reshape(batch, -1)
         presence = self.presence_prob()
         with pyro.plate("data", batch):
-            canvas = pixels.new_zeros(batch, self.image_size, self.image_size)
             z_pres = pixels.new_ones(batch, 1)
             # Every object draws its pose and appearance from the same priors.
             where_prior = dist.Normal(self.where_prior_loc, self.where_prior_scale).expand([batch, 3])
             what_prior = dist.Normal(pixels.new_zeros(()), 1.0).expand([batch, self.z_what_dim])
+            steps = []
             for t in range(self.max_steps):
                 # z_pres_t: [B, 1]; one more object only if the previous one was there
                 z_pres = pyro.sample(f"z_pres_{t}", dist.Bernoulli(presence * z_pres).to_event(1))
                 present = z_pres.squeeze(-1) > 0
                 z_where = pyro.sample(f"z_where_{t}", where_prior.to_event(1).mask(present))  # [B, 3]
                 z_what = pyro.sample(f"z_what_{t}", what_prior.to_event(1).mask(present))  # [B, z_what]
-                window = self.decoder(z_what)
-                canvas = canvas + window_to_image(window, z_where, self.image_size) * z_pres.view(-1, 1, 1)
-            # obs: [B, H*W]; objects add up, with no occlusion
+                steps.append((z_pres, z_where, z_what))
+            # Objects add up, with no occlusion; the T windows are decoded and placed in one call each.
+            z_pres, z_where, z_what = (torch.stack(latents, 1) for latents in zip(*steps, strict=True))
+            canvas = self.render(z_pres.squeeze(-1), z_where, z_what)[1].sum(1)  # [B, H, W]
+            # obs: [B, H*W]
             pyro.sample(
                 "obs", dist.Normal(canvas.view(batch, -1), self.likelihood_sd).to_event(1), obs=pixels
             )
+
+    def render(
+        self, z_pres: torch.Tensor, z_where: torch.Tensor, z_what: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each step's window decoded from ``z_what`` ``[B, T, z_what]`` times ``z_pres`` ``[B, T]``,
+        ``[B, T, w, w]``, and placed at ``z_where`` ``[B, T, 3]`` on its own canvas, ``[B, T, H, W]``."""
+        batch, steps = z_pres.shape
+        windows = self.decoder(z_what.flatten(0, 1)) * z_pres.reshape(-1, 1, 1)  # [B*T, w, w]
+        placed = window_to_image(windows, z_where.flatten(0, 1), self.image_size)
+        return (
+            windows.view(batch, steps, self.window_size, self.window_size),
+            placed.view(batch, steps, self.image_size, self.image_size),
+        )
 
     def guide(self, images: torch.Tensor) -> None:
         """``q(z | x)``: ``z_pres_t``, ``z_where_t`` and ``z_what_t`` per step from the LSTM state; with NVIL,
@@ -275,13 +290,8 @@ class AIR(GenerativeModel):
         z_pres = torch.cat([trace.nodes[f"z_pres_{t}"]["value"] for t in steps], -1)
         z_where = torch.stack([trace.nodes[f"z_where_{t}"]["value"] for t in steps], 1)
         z_what = torch.stack([trace.nodes[f"z_what_{t}"]["value"] for t in steps], 1)
-        batch = images.shape[0]
-        windows = self.decoder(z_what.flatten(0, 1)).view(
-            batch, self.max_steps, self.window_size, self.window_size
-        )
-        windows = windows * z_pres[..., None, None]
-        placed = window_to_image(windows.flatten(0, 1), z_where.flatten(0, 1), self.image_size)
-        reconstruction = placed.view(batch, self.max_steps, self.image_size, self.image_size).sum(1)
+        windows, placed = self.render(z_pres, z_where, z_what)
+        reconstruction = placed.sum(1)
         return {
             "z_pres": z_pres,
             "z_where": z_where,
