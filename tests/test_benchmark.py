@@ -76,8 +76,8 @@ def test_the_reference_is_airs_algorithm_with_the_examples_layout():
     import pyro
     from pyro import poutine
 
+    from airlab.benchmarking.air_reference import ReferenceAIR
     from airlab.models.air import AIR
-    from airlab.tasks.air_reference import ReferenceAIR
 
     torch.manual_seed(0)
     sizes = dict(max_steps=3, z_what_dim=4, window_size=8, rnn_hidden=16, encoder_hidden=[12])

@@ -5,7 +5,7 @@ stepping over the same batches, evaluating the validation ELBO after every epoch
 model class on the same data module, so the difference is the framework: Lightning, logging,
 checkpoints, progress bar and pictures.
 
-The AIR section (``benchmark.air``, :mod:`airlab.tasks.benchmark_air`) times the tutorial
+The AIR section (``benchmark.air``, :mod:`airlab.benchmarking.air_speed`) times the tutorial
 configuration against its in-run reference, Pyro's AIR example's algorithm.
 """
 
@@ -25,10 +25,10 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 from pyro.infer import SVI, Trace_ELBO
 
+from airlab.benchmarking.air_speed import air_report_rows, airlab_run, machine_info, run_air_benchmark
 from airlab.build import build_datamodule, build_model, start_task
 from airlab.estimators import elbo_estimate
 from airlab.step_costs import arm_step_seconds
-from airlab.tasks.benchmark_air import air_report_rows, airlab_run, machine_info, run_air_benchmark
 
 log = logging.getLogger(__name__)
 

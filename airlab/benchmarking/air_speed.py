@@ -2,7 +2,7 @@
 
 Three things alternate in one process, over the same batches, ``benchmark.air.repeats`` times: airlab's
 training task with the default callbacks, the same with ``callbacks=none``, and the reference
-(:mod:`airlab.tasks.air_reference`: Pyro's AIR example's algorithm in a bare ``SVI.step`` loop). The
+(:mod:`airlab.benchmarking.air_reference`: Pyro's AIR example's algorithm in a bare ``SVI.step`` loop). The
 speed-up is the ratio of their medians, measured now, on this machine; no figure from another day
 enters it. The memory figure comes from a separate process that trains AIR and nothing else.
 """
@@ -25,10 +25,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
+from airlab.benchmarking.air_reference import reference_from_config, reference_svi
 from airlab.build import build_datamodule, module_and_first_batch, start_task
 from airlab.config.compose import compose_config
 from airlab.data.spec import describe_data
-from airlab.tasks.air_reference import reference_from_config, reference_svi
 from airlab.training import run_training
 
 log = logging.getLogger(__name__)
