@@ -57,6 +57,10 @@ def test_benchmark_writes_the_air_fields(make_cfg):
     # the memory figure comes from a process of its own, which wrote its run folder
     assert (run_dir / "air_memory_run" / "train.log").is_file()
     assert air["peak_rss_mb"] > 100
+    # the child's own high-water mark (VmHWM), not the benchmark process's, which getrusage(CHILDREN)
+    # reported before: Linux carries a parent's peak across fork/exec into the child's ru_maxrss
+    assert float((run_dir / "air_memory_run" / "peak_rss_mb.txt").read_text()) == air["peak_rss_mb"]
+    assert air["peak_rss_mb"] != result["peak_rss_mb"]
     assert result["air"]["steps_per_s"] == air["steps_per_s"]
     assert air["grad_variance_s"] > 0  # measured on its own: it fires after 2,000 steps
     assert air["callbacks_overhead_total"] == air["callbacks_overhead"] + air["grad_variance_overhead"]

@@ -190,7 +190,7 @@ def test_launchers_compose(launcher, target):
     assert cfg.hydra.launcher._target_.endswith(target)
 
 
-#: What the two AIR presets share: AIR on MultiMNIST, TraceGraph with NVIL baselines, Adam with the
+#: What the two AIR presets share: AIR on MultiMNIST, TraceGraph with NVIL baselines, Adam at 1e-4 with the
 #: baselines at 0.1, step-based validation on 16 batches.
 AIR_PRESET_VALUES = {
     "model._target_": "airlab.models.air.AIR",
@@ -199,6 +199,7 @@ AIR_PRESET_VALUES = {
     "data.batch_size": 64,
     "elbo._target_": "airlab.estimators.TraceGraphEstimator",
     "optim._target_": "torch.optim.Adam",
+    "optim.lr": 1.0e-4,
     "optim.baseline_lr": 0.1,
     "trainer.max_epochs": -1,
     "trainer.check_val_every_n_epoch": None,
@@ -216,7 +217,6 @@ PRESET_VALUES = {
         **AIR_PRESET_VALUES,
         "model.z_pres_prior": 1.0e-8,
         "model.scale_prior_sd": 0.1,
-        "optim.lr": 3.0e-4,  # issue 19: 95% in half the steps of 1e-4
         "trainer.max_steps": 50000,
         "trainer.val_check_interval": 500,
         "task_name": "air_multimnist",
@@ -235,7 +235,6 @@ PRESET_VALUES = {
         "model.decoder_sigmoid": True,
         "model.decoder_output_bias": -2.0,
         "model.scale_to_dataset": True,
-        "optim.lr": 1.0e-4,
         "trainer.max_steps": 200000,
         "trainer.val_check_interval": 1000,
         "task_name": "air_pyro_tutorial",

@@ -9,7 +9,9 @@ enters it. The memory figure comes from a separate process that trains AIR and n
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import platform
 import resource
 import statistics
@@ -116,15 +118,41 @@ def reference_loop(cfg: DictConfig, steps: int, seed: int) -> dict[str, Any]:
     return {"time_s": elapsed, "steps": done, "steps_per_s": done / elapsed}
 
 
+#: The child of :func:`air_alone_peak_rss_mb` writes its peak here (an environment variable names the file).
+PEAK_FILE_VARIABLE = "AIRLAB_PEAK_RSS_FILE"
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak resident memory since its ``exec``, MB (``VmHWM``). ``getrusage`` is no use
+    in a child: Linux carries the parent's high-water mark across ``fork``/``exec`` into it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # not Linux: no fork to inherit
+
+
+def record_peak_at_exit() -> None:
+    """In the memory child, before ``airlab-train`` runs: write its own peak to the file at exit."""
+    peak_file = Path(os.environ[PEAK_FILE_VARIABLE])
+    atexit.register(lambda: peak_file.write_text(f"{own_peak_rss_mb():.1f}"))  # after Hydra's sys.exit too
+
+
 def air_alone_peak_rss_mb(overrides: list[str], run_dir: Path) -> float:
     """Peak resident memory (MB) of a separate process that trains AIR with ``overrides`` and does
-    nothing else (``ru_maxrss`` of the child, KiB on Linux)."""
-    command = [sys.executable, "-c", "from airlab.cli import train; train()", *overrides]
-    command += [f"hydra.run.dir={run_dir}", "callbacks.progress_bar=null"]
-    finished = subprocess.run(command, capture_output=True, text=True)
-    if finished.returncode != 0:
+    nothing else, as the child measures it (``VmHWM``, what ``/usr/bin/time -v`` reports)."""
+    child = (
+        "from airlab.benchmarking.air_speed import record_peak_at_exit; record_peak_at_exit(); "
+        "from airlab.cli import train; train()"
+    )
+    command = [sys.executable, "-c", child]
+    command += [*overrides, f"hydra.run.dir={run_dir}", "callbacks.progress_bar=null"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    peak_file = run_dir / "peak_rss_mb.txt"
+    env = {**os.environ, PEAK_FILE_VARIABLE: str(peak_file)}
+    finished = subprocess.run(command, capture_output=True, text=True, env=env)
+    if finished.returncode != 0 or not peak_file.exists():
         raise RuntimeError(f"AIR memory run failed: {finished.stderr.strip().splitlines()[-1:]}")
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    return float(peak_file.read_text())
 
 
 def airlab_run(cfg: DictConfig, run_dir: Path, seed: int) -> dict[str, Any]:
