@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -25,17 +24,18 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 from pyro.infer import SVI, Trace_ELBO
 
-from airlab.benchmarking.air_speed import air_report_rows, airlab_run, machine_info, run_air_benchmark
+from airlab.benchmarking.air_speed import (
+    air_report_rows,
+    airlab_run,
+    machine_info,
+    own_peak_rss_mb,
+    run_air_benchmark,
+)
 from airlab.build import build_datamodule, build_model, start_task
 from airlab.estimators import elbo_estimate
 from airlab.step_costs import arm_step_seconds
 
 log = logging.getLogger(__name__)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, MB (``ru_maxrss`` is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def bare_svi_loop(cfg: DictConfig, epochs: int, seed: int) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
         "airlab_fit_time_s": median("airlab", "fit_time_s"),
         "airlab_steps_per_s": median("airlab", "steps_per_s"),
         "airlab_val_elbo": median("airlab", "val/elbo"),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": own_peak_rss_mb(),
     }
     if air is not None:
         result["air"] = air
