@@ -23,17 +23,18 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: The public names and the module each lives in.
 PUBLIC_API = {
     # writing a model
-    "GenerativeModel": "airlab.models.base",
-    "BaselineKind": "airlab.models.base",
+    "GenerativeModel": "airlab.contracts.model",
+    "BaselineKind": "airlab.contracts.model",
     "DATA_PLATE": "airlab.estimators",
     # declaring options: Annotated[int, Range(ge=1)], Annotated[str, OneOf(("a", "b"))]
-    "Range": "airlab.config.options",
-    "OneOf": "airlab.config.options",
-    "Excluded": "airlab.config.options",
+    "Range": "airlab.contracts.options",
+    "OneOf": "airlab.contracts.options",
+    "Excluded": "airlab.contracts.options",
+    "ChecksOptions": "airlab.contracts.options",
     # writing an estimator or a data module
     "Estimator": "airlab.estimators",
     "LossOutput": "airlab.estimators",
-    "InMemoryDataModule": "airlab.data.batched",
+    "InMemoryDataModule": "airlab.data.in_memory",
     "ArrayDataModule": "airlab.data.arrays",
     # errors that end as one line and exit code 2
     "ConfigError": "airlab.errors",

@@ -37,8 +37,8 @@ def run(app: Callable[[], Any]) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def train_app(cfg: DictConfig) -> float | None:
-    """Fit, test and write metrics.json (``airlab.tasks.train``)."""
-    from airlab.tasks.train import train as train_task
+    """Fit, test and write metrics.json (``airlab.training.run``)."""
+    from airlab.training.run import train as train_task
 
     return report_user_errors(train_task, cfg)
 
@@ -53,8 +53,8 @@ def evaluate_app(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="study")
 def study_app(cfg: DictConfig) -> float | None:
-    """One job of an estimator study (``airlab.tasks.study``)."""
-    from airlab.tasks.study import study_job
+    """One job of an estimator study (``airlab.training.run``)."""
+    from airlab.training.run import study_job
 
     return report_user_errors(study_job, cfg)
 

@@ -105,6 +105,7 @@ def report_user_errors(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 def hydra_error_line(err: Exception) -> str:
     """``<key>: <message>`` for an error Hydra or OmegaConf raised while composing the config."""
     from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
         group, _, option = err.missing_cfg_file.rpartition("/")
@@ -118,9 +119,9 @@ def hydra_error_line(err: Exception) -> str:
             f"or ~key to remove one ({OVERRIDE_GRAMMAR})"
         )
     cause = err.__cause__
-    full_key = getattr(cause, "full_key", None)
+    full_key = cause.full_key if isinstance(cause, OmegaConfBaseException) else None
     if full_key and "not in struct" in str(cause):
-        parent = getattr(cause, "parent_node", None)
+        parent = cause.parent_node
         keys = [str(k) for k in parent if not str(k).startswith("_")] if parent is not None else []
         valid = f"; valid keys: {', '.join(keys)}" if keys else ""
         return f"{full_key}: unknown key{valid}"

@@ -13,8 +13,8 @@ from scipy.stats import chisquare
 from airlab.estimators import TraceEstimator, TraceGraphEstimator
 from airlab.models.air import AIR
 from airlab.models.geometric import geometric, truncated_geometric_pmf
-from airlab.models.spatial import image_to_window, where_to_box, window_to_image
-from airlab.svi_module import SVIModule
+from airlab.training.svi_module import SVIModule
+from airlab.utils.spatial import image_to_window, where_to_box, window_to_image
 
 SMALL = dict(
     rnn_hidden=16,

@@ -8,8 +8,8 @@ import torch
 from pyro import poutine
 from pyro.infer import TraceGraph_ELBO
 
-from airlab.baselines import AVERAGE_PREFIX
 from airlab.estimators import JitTraceGraphEstimator, TraceGraphEstimator
+from airlab.estimators.baselines import AVERAGE_PREFIX
 from airlab.models.air import AIR
 from airlab.models.air_nets import ImageLSTMCell
 
@@ -120,7 +120,7 @@ def test_declared_dependencies_leave_the_param_store_flat():
 
 
 def test_a_non_finite_cost_leaves_the_decaying_average_as_it_was():
-    from airlab.baselines import decaying_average
+    from airlab.estimators.baselines import decaying_average
 
     decaying_average("site", torch.tensor([1.0, 2.0]), beta=0.5)
     decaying_average("site", torch.tensor([3.0, float("nan")]), beta=0.5)

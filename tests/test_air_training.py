@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from airlab.estimators import elbo_estimate
-from airlab.tasks.train import train
+from airlab.training.run import train
 from tests.conftest import FAST, read_events
 
 

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
+from airlab.callbacks.attention import AttentionLogger, CountLogger
 from airlab.callbacks.latent_space import LatentSpaceLogger
-from airlab.callbacks.object_counts import AttentionLogger, CountLogger
 from airlab.callbacks.run_end import RunEndCallback
 from airlab.callbacks.throughput import ThroughputMonitor
+from airlab.contracts.model import GenerativeModel
 from airlab.errors import ConfigError
 from airlab.models.air import AIR
-from airlab.models.base import GenerativeModel
 from airlab.models.vae import VAE
 from airlab.tasks.benchmark import compares_bare_loop
 

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from airlab.callbacks.interval_checkpoint import IntervalCheckpoint
-from airlab.checkpoints import load_checkpoint
+from airlab.resume.checkpoint import load_checkpoint
+from airlab.resume.interval_checkpoint import IntervalCheckpoint
 from airlab.tasks.evaluate import evaluate
-from airlab.tasks.train import train
+from airlab.training.run import train
 from tests.conftest import FAST, compose_config
 from tests.test_data_faults import one_line_error
 

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf, open_dict
 
-from airlab.build import build_optimizer, instantiate_group
 from airlab.config import validate_config
 from airlab.errors import AirlabError, ConfigError
+from airlab.training.build import build_optimizer, instantiate_group
 from tests.conftest import compose_config
 
 SEED = 20261202
@@ -60,7 +60,7 @@ def keys_of(model: str) -> list[str]:
 
 @cache
 def default_model(model: str):
-    from airlab.build import model_class
+    from airlab.training.build import model_class
 
     node = OmegaConf.create(base_config(model)["model"])
     shape = (1, 50, 50) if model == "air" else (1, 28, 28)

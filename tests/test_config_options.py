@@ -167,7 +167,7 @@ def test_good_values_of_every_kind_pass(make_cfg):
 def test_config_imports_no_data_or_model_module():
     """The markers and the validator know nothing of the classes they check: no import cycle."""
     code = (
-        "import sys, airlab.config, airlab.config.options, airlab.config.validate\n"
+        "import sys, airlab.config, airlab.contracts.options, airlab.config.validate\n"
         "prefixes = ('airlab.data', 'airlab.models', 'airlab.estimators')\n"
         "bad = [m for m in sys.modules if m.startswith(prefixes)]\n"
         "assert not bad, bad\n"

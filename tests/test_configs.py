@@ -109,7 +109,7 @@ def test_zero_is_a_valid_seed(make_cfg):
 def test_optimizers_instantiate_with_param_groups(make_cfg):
     import torch
 
-    from airlab.build import build_optimizer
+    from airlab.training.build import build_optimizer
 
     weights = [torch.nn.Parameter(torch.zeros(2))]
     for option in options("optim"):
@@ -150,8 +150,8 @@ def test_air_tutorial_preset_has_the_published_settings(make_cfg):
 
 
 def test_air_on_plain_mnist_is_refused_with_one_line(make_cfg):
-    from airlab.build import build_module
     from airlab.data.mnist import MNISTDataModule
+    from airlab.training.build import build_module
 
     cfg = make_cfg(["model=air", "data=mnist"])
     with pytest.raises(

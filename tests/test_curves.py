@@ -6,7 +6,7 @@ import json
 
 from torch.utils.tensorboard import SummaryWriter
 
-from airlab.curves import main, markdown_table, read_curve
+from airlab.tracking.curves import main, markdown_table, read_curve
 
 
 def fake_run(run_dir, accuracies, seconds_per_check=30.0):

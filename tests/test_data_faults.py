@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from airlab.atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
 from airlab.data.mnist import MNISTDataModule, load_mnist
 from airlab.data.multimnist_cache import cache_paths, load_or_build, sha256_file
 from airlab.errors import DataError, report_user_errors
-from airlab.sweep import summarise_sweep
+from airlab.tracking.sweep import summarise_sweep
+from airlab.utils.atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
 from tests.conftest import REPO_ROOT, fake_digits
 
 RAW = Path("MNIST") / "raw"

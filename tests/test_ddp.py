@@ -14,7 +14,7 @@ import torch
 from pytorch_lightning.strategies.launchers import subprocess_script
 
 import __main__
-from airlab.ddp import child_command, install
+from airlab.training.ddp import child_command, install
 from tests.conftest import run_script
 from tests.test_ddp_equality import TOLERANCE, FixedNoise
 

@@ -16,7 +16,7 @@ draws whether it sits in the single process's batch or in a rank's half of it.
 Covered: ``trace`` on the VAE (no dataset scale), ``tracegraph`` on a small AIR (N/B scale) with
 ``nvil`` and with ``decaying_avg`` baselines. Two steps each, so the second step uses the decaying
 averages of the first; after every step the ranks' decaying averages must equal each other and the
-single process's (they are synchronised, see ``airlab/baselines.py``).
+single process's (they are synchronised, see ``airlab/estimators/baselines.py``).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ import torch.multiprocessing
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
-from airlab.baselines import AVERAGE_PREFIX
 from airlab.estimators import TraceEstimator, TraceGraphEstimator
+from airlab.estimators.baselines import AVERAGE_PREFIX
 from airlab.models.vae import VAE
-from airlab.svi_module import SVIModule
+from airlab.training.svi_module import SVIModule
 
 WORLD = 2
 LOCAL_BATCH = 3
@@ -155,8 +155,8 @@ def test_two_emulated_ranks_in_one_process_equal_one_process(monkeypatch):
     """The fast check (no processes): AIR with decaying averages, two ranks emulated one after the
     other in this process, sharing its param store (which then holds what synchronised ranks hold),
     with DDP's mean of gradients taken by hand. Gradients and parameters equal the single process's."""
-    import airlab.baselines
-    import airlab.svi_module
+    import airlab.estimators.baselines
+    import airlab.training.svi_module
 
     case = "air-tracegraph-decaying_avg"
     single = train_steps(case, rank=0, world=1)
@@ -169,10 +169,14 @@ def test_two_emulated_ranks_in_one_process_equal_one_process(monkeypatch):
         module.guide_fn = noise(module.model.guide)
         optimizers.append(module.configure_optimizers())
     monkeypatch.setattr(SVIModule, "world_size", staticmethod(lambda: WORLD))
-    monkeypatch.setattr(airlab.svi_module, "synchronise_averages", lambda: None)  # the store is shared
+    monkeypatch.setattr(
+        airlab.training.svi_module, "synchronise_averages", lambda: None
+    )  # the store is shared
     for step in range(STEPS):
         for rank, (module, noise) in enumerate(zip(ranks, noises, strict=True)):
-            monkeypatch.setattr(airlab.baselines, "_rank_and_world", lambda rank=rank: (rank, WORLD))
+            monkeypatch.setattr(
+                airlab.estimators.baselines, "rank_and_world", lambda rank=rank: (rank, WORLD)
+            )
             noise.step = step
             module.zero_grad()
             batch = {"image": images[rank * LOCAL_BATCH : (rank + 1) * LOCAL_BATCH]}
@@ -240,7 +244,7 @@ def test_ddp_step_equals_one_process_on_the_concatenated_batch(case, ddp_records
 
 def test_a_decaying_average_of_another_batch_size_is_one_clear_error():
     """The store holds one average per position of the (global) batch: another size is refused."""
-    from airlab.baselines import decaying_average
+    from airlab.estimators.baselines import decaying_average
 
     decaying_average("site", torch.zeros(4), beta=0.5)
     with pytest.raises(ValueError, match="holds 4 batch positions, expected 3"):

@@ -11,10 +11,10 @@ import pytest
 import pytorch_lightning as pl
 from torch.utils.tensorboard.writer import FileWriter
 
-from airlab.checkpoints import load_checkpoint
 from airlab.errors import OutputError, run_hydra_app, unwritable
-from airlab.sweep import FAILED_NAME, summarise_sweep
-from airlab.tasks.train import train
+from airlab.resume.checkpoint import load_checkpoint
+from airlab.tracking.sweep import FAILED_NAME, summarise_sweep
+from airlab.training.run import train
 from tests.conftest import FAST
 
 FULL = "No space left on device"

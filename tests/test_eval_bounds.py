@@ -140,7 +140,7 @@ def test_traversal_and_interpolation_grids(vae, digits):
 def test_air_pictures_and_worst_errors_on_a_hand_made_batch(tmp_path):
     from airlab.evaluation.air_pictures import WorstCountErrors, attention_grid, windows_grid
     from airlab.models.air import AIR
-    from airlab.viz import save_figure
+    from airlab.utils.figures import save_figure
     from tests.test_air import SMALL
 
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ import torch
 from airlab.data.mnist import MNISTDataModule
 from airlab.errors import CheckpointError, ConfigError
 from airlab.tasks.evaluate import evaluate
-from airlab.tasks.train import train
+from airlab.training.run import train
 from tests.conftest import FAST, TINY_AIR_MODEL, compose_config, read_events
 
 QUICK = ["eval.iwae_k=8", "eval.iwae_chunk=3", "eval.progress=false", "eval.tsne_points=64"]
@@ -145,8 +145,8 @@ def test_missing_or_unreadable_checkpoint_names_ckpt_path(make_cfg, tmp_path):
 
 
 def test_overrides_replay_on_the_trained_config(vae_ckpt, make_cfg):
-    from airlab.checkpoints import load_checkpoint
     from airlab.config.replay import merge_overrides
+    from airlab.resume.checkpoint import load_checkpoint
 
     trained = load_checkpoint(vae_ckpt)["airlab_config"]
     overrides = [

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from airlab.build import build_datamodule
-from airlab.training import run_training
+from airlab.training.build import build_datamodule
+from airlab.training.run import run_training
 from tests.conftest import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "semi_supervised_vae"

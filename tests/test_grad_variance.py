@@ -16,11 +16,11 @@ import torch
 from pytorch_lightning.loggers import Logger
 from torch import nn
 
+from airlab.contracts.model import GenerativeModel
 from airlab.errors import ConfigError
 from airlab.estimators import JitTraceGraphEstimator, TraceEstimator, TraceGraphEstimator
-from airlab.models.base import GenerativeModel
-from airlab.svi_module import SVIModule
-from airlab.tasks.train import train
+from airlab.training.run import train
+from airlab.training.svi_module import SVIModule
 from airlab.variance.estimate import gradient_variance
 from airlab.variance.monitor import GradVarianceMonitor
 from tests.conftest import FAST, read_events, run_script

@@ -17,7 +17,7 @@ import pyro
 import pytest
 import pytorch_lightning as pl
 
-from airlab.tasks.train import train
+from airlab.training.run import train
 from tests.conftest import FAST
 from tests.test_air_training import SMALL_AIR
 

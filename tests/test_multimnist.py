@@ -114,7 +114,7 @@ def test_redraw_never_clips_and_clip_does(train_digits):
 
 
 def test_render_is_grid_sample_with_align_corners_false_and_matches_air_boxes():
-    from airlab.models.spatial import where_to_box
+    from airlab.utils.spatial import where_to_box
 
     generator = torch.Generator().manual_seed(0)
     digits = torch.randint(0, 256, (64, 28, 28), generator=generator).to(torch.uint8)

@@ -13,9 +13,9 @@ import torch
 
 from airlab.errors import report_user_errors
 from airlab.estimators import TraceEstimator
-from airlab.estimators.surrogates import LossOutput
-from airlab.nonfinite import all_finite
-from airlab.tasks.train import train
+from airlab.estimators.nonfinite import all_finite
+from airlab.contracts.estimator import LossOutput
+from airlab.training.run import train
 from tests.conftest import FAST, read_events
 
 
@@ -56,16 +56,16 @@ class NaNLossTrace(TraceEstimator):
 
 def fit(make_cfg: Any, monkeypatch: Any, overrides: list[str], hook: pl.Callback | None = None) -> Any:
     """Train through the task, with ``hook`` added to the config's callbacks; returns the config."""
-    import airlab.build
+    import airlab.training.build
 
     if hook is not None:
-        build_group = airlab.build.instantiate_group
+        build_group = airlab.training.build.instantiate_group
 
         def with_hook(group: Any) -> list[Any]:
             built = build_group(group)
             return [*built, hook] if any(isinstance(b, pl.Callback) for b in built) else built
 
-        monkeypatch.setattr(airlab.build, "instantiate_group", with_hook)
+        monkeypatch.setattr(airlab.training.build, "instantiate_group", with_hook)
     cfg = make_cfg([*FAST, "trainer.max_epochs=100", "seed=0", *overrides])
     train(cfg)
     return cfg
@@ -136,7 +136,7 @@ def test_consecutive_nan_steps_stop_the_run_with_one_line(make_cfg, monkeypatch,
 def test_gradient_clipping_is_per_parameter_group():
     """The baseline group's huge gradient is clipped on its own and leaves the model's alone."""
     from airlab.models.vae import VAE
-    from airlab.svi_module import SVIModule
+    from airlab.training.svi_module import SVIModule
 
     class WithBaseline(VAE):
         def __init__(self) -> None:
@@ -163,9 +163,9 @@ def test_gradient_clipping_is_per_parameter_group():
 
 def test_a_non_finite_model_is_never_saved_as_the_best_checkpoint(make_cfg, monkeypatch, caplog):
     """val/elbo is nan at every validation: last.ckpt records the run, but no best checkpoint is kept."""
-    import airlab.svi_module
+    import airlab.training.svi_module
 
-    monkeypatch.setattr(airlab.svi_module, "elbo_estimate", lambda *args: torch.tensor(float("nan")))
+    monkeypatch.setattr(airlab.training.svi_module, "elbo_estimate", lambda *args: torch.tensor(float("nan")))
     cfg = fit(make_cfg, monkeypatch, ["trainer.max_steps=4", "callbacks.model_checkpoint.every_n_epochs=1"])
     saved = sorted(p.name for p in Path(cfg.paths.output_dir, "checkpoints").iterdir())
     assert saved == ["last.ckpt"]

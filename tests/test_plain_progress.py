@@ -10,7 +10,7 @@ import pytest
 
 from airlab.callbacks import plain_progress
 from airlab.callbacks.plain_progress import PlainProgress, TerminalProgressBar, format_duration
-from airlab.tasks.train import train
+from airlab.training.run import train
 from tests.conftest import FAST
 
 LINE = re.compile(

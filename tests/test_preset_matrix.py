@@ -8,7 +8,7 @@ import pytest
 
 from airlab.config import validate_config
 from airlab.errors import ConfigError
-from airlab.training import run_training
+from airlab.training.run import run_training
 from tests.test_configs import options
 
 DEBUG = ["fast", "limit", "overfit", "profiler"]

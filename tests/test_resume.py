@@ -13,7 +13,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from airlab.tasks.train import train
+from airlab.training.run import train
 from tests.conftest import FAST, TINY_AIR_MODEL, read_events
 
 

@@ -19,9 +19,8 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.types import _Stateful
 
-from airlab.data.batched import BatchedTensorDataset, make_loader
-from airlab.tasks.train import train
-from airlab.training import EXIT_SIGTERM
+from airlab.data.in_memory import BatchedTensorDataset, make_loader
+from airlab.training.run import EXIT_SIGTERM, train
 from tests.conftest import FAST, TINY_AIR_MODEL
 
 # 96 training images in batches of 32 (debug=fast): 3 steps an epoch, a validation after each epoch.

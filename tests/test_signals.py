@@ -15,8 +15,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from airlab.tasks.train import train
-from airlab.training import EXIT_SIGTERM
+from airlab.training.run import EXIT_SIGTERM, train
 from tests.conftest import FAST, REPO_ROOT
 from tests.test_resume import PROBE, probe
 

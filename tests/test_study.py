@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airlab.study_report import write_study
+from airlab.tracking.study_report import write_study
 from tests.conftest import REPO_ROOT
 
 # arm -> seed -> [(step, seconds, accuracy)] at each validation

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from airlab.sweep import summarise_sweep
+from airlab.tracking.sweep import summarise_sweep
 from tests.conftest import run_script
 
 

@@ -15,9 +15,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
-from airlab.checkpoints import resolve_checkpoint
-from airlab.sweep import SweepSummary, finished_job_metrics, summarise_sweep
-from airlab.tasks.train import train
+from airlab.resume.checkpoint import resolve_checkpoint
+from airlab.tracking.sweep import SweepSummary, finished_job_metrics, summarise_sweep
+from airlab.training.run import train
 from tests.conftest import FAST, REPO_ROOT, compose_config, run_script
 
 # Three jobs of a few steps each; a checkpoint after every step, so a killed job leaves last.ckpt.

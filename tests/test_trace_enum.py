@@ -14,8 +14,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from airlab.contracts.model import GenerativeModel
 from airlab.estimators import TraceEnumEstimator
-from airlab.models.base import GenerativeModel
 
 X = torch.tensor([0.3, -1.2, 2.0, 0.9], dtype=torch.float64)
 PRIOR = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)

@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from airlab.config import validate_config
 from airlab.config.tree import TREE_FILE
 from airlab.errors import EXIT_USER_ERROR, ConfigError, report_user_errors
-from airlab.tasks.train import train
+from airlab.training.run import train
 from tests.conftest import CONFIG_DIR, FAST, REPO_ROOT, read_events
 
 

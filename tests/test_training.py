@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from airlab.tasks.train import train
+from airlab.training.run import train
 from tests.conftest import FAST, read_events
 
 
@@ -108,7 +108,7 @@ def test_gradient_clipping_is_applied(make_cfg, monkeypatch):
             super().step()
             return loss
 
-    import airlab.build as build_module_file
+    import airlab.training.build as build_module_file
 
     monkeypatch.setattr(build_module_file, "build_optimizer", lambda cfg: partial(RecordingSGD, lr=1e-3))
     run(make_cfg, ["trainer.max_steps=3", "trainer.gradient_clip_val=0.5"])
@@ -118,7 +118,7 @@ def test_gradient_clipping_is_applied(make_cfg, monkeypatch):
 def test_baseline_parameters_get_their_own_learning_rate():
     from airlab.estimators import TraceEstimator
     from airlab.models.vae import VAE
-    from airlab.svi_module import SVIModule
+    from airlab.training.svi_module import SVIModule
 
     class WithBaseline(VAE):
         def __init__(self):

@@ -15,8 +15,8 @@ import torch
 
 from airlab.estimators import TraceEstimator
 from airlab.models.vae import VAE
-from airlab.svi_module import SVIModule
-from airlab.tasks.train import train
+from airlab.training.run import train
+from airlab.training.svi_module import SVIModule
 from tests.conftest import FAST, read_events
 
 # -- the N/B loss scale ------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import airlab.cli
-from airlab.checkpoints import convert_checkpoint, load_checkpoint
 from airlab.errors import CheckpointError, ConfigError, report_user_errors
-from airlab.training import run_training
+from airlab.resume.checkpoint import convert_checkpoint, load_checkpoint
+from airlab.training.run import run_training
 from tests.conftest import FAST, run_script
 
 
@@ -84,7 +84,7 @@ def test_an_older_checkpoint_with_numpy_is_refused_then_converted_on_request(tra
     checkpoint["extra"] = np.float64(2.5)
     old = tmp_path / "old.ckpt"
     torch.save(checkpoint, old)
-    with pytest.raises(CheckpointError, match=r"python -m airlab.checkpoints convert FILE NEW_FILE$"):
+    with pytest.raises(CheckpointError, match=r"python -m airlab.resume.checkpoint convert FILE NEW_FILE$"):
         load_checkpoint(old)
     converted = convert_checkpoint(old, tmp_path / "new.ckpt")
     loaded = load_checkpoint(converted)

@@ -22,9 +22,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from airlab import GenerativeModel
-from airlab.build import build_module
 from airlab.config import validate_config
 from airlab.errors import ConfigError
+from airlab.training.build import build_module
 
 BIN = Path(sys.executable).parent
 

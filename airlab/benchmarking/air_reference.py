@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from airlab.models.air_nets import mlp
-from airlab.models.spatial import image_to_window, window_to_image
+from airlab.utils.spatial import image_to_window, window_to_image
 
 #: In the param-store names of the baseline's modules and states: they train at ``baseline_lr``.
 BASELINE_PREFIX = "bl_"

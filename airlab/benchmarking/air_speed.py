@@ -28,10 +28,10 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
 from airlab.benchmarking.air_reference import reference_from_config, reference_svi
-from airlab.build import build_datamodule, module_and_first_batch, start_task
 from airlab.config.compose import compose_config
 from airlab.data.spec import describe_data
-from airlab.training import run_training
+from airlab.training.build import build_datamodule, module_and_first_batch, start_task
+from airlab.training.run import run_training
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def air_alone_peak_rss_mb(overrides: list[str], run_dir: Path) -> float:
 
 
 def airlab_run(cfg: DictConfig, run_dir: Path, seed: int) -> dict[str, Any]:
-    """One training run (:func:`airlab.training.run_training`). ``time_s`` is the training loop, from
+    """One training run (:func:`airlab.training.run.run_training`). ``time_s`` is the training loop, from
     Lightning's ``on_train_start`` to the last epoch's end (the bare loop's scope: start-up excluded);
     ``fit_time_s`` adds the Trainer's set-up and teardown. The loop is timed by the throughput monitor,
     added when the config has none (``callbacks=none``)."""

@@ -1,1 +1,4 @@
-"""Lightning callbacks: pictures, throughput, gradient variance."""
+"""Lightning callbacks: pictures, object counts, progress, throughput, early stopping.
+
+May import: config, contracts, estimators, evaluation, resume, tracking, utils.
+"""

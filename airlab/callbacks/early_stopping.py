@@ -17,7 +17,13 @@ class OptionalEarlyStopping(EarlyStopping):
         super().__init__(**kwargs)
         self.enabled = enabled
 
-    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
-        """Lightning's check, when enabled."""
+    # Lightning checks in these two hooks (which one depends on check_on_train_epoch_end).
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Lightning's check after validation, when enabled."""
         if self.enabled:
-            super()._run_early_stopping_check(trainer)
+            super().on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Lightning's check at the end of a training epoch, when enabled."""
+        if self.enabled:
+            super().on_train_epoch_end(trainer, pl_module)

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import pytorch_lightning as pl
 import torch
 
-from airlab.config.options import Range
-from airlab.rng import preserved_rng
-from airlab.viz import PICTURE_SCALE, image_grid, reconstruction_grid, upscale
+from airlab.contracts.options import Range
+from airlab.resume.rng import preserved_rng
+from airlab.utils.figures import PICTURE_SCALE, image_grid, reconstruction_grid, upscale
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -37,7 +37,7 @@ def picture_writers(trainer: pl.Trainer) -> list[Any]:
     """Where every picture callback writes: the TensorBoard SummaryWriters plus, with logger=mlflow or
     logger=many, a writer per MLflow run that stores the same pictures as PNG artifacts (and one per
     wandb run)."""
-    from airlab.trackers import tracker_picture_writers
+    from airlab.tracking.trackers import tracker_picture_writers
 
     return [*tensorboard_writers(trainer), *tracker_picture_writers(trainer)]
 

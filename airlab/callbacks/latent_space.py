@@ -16,10 +16,10 @@ import torch
 
 from airlab.callbacks.images import picture_writers, validation_loader
 from airlab.callbacks.run_end import RunEndCallback
-from airlab.config.options import Range
+from airlab.contracts.options import Range
 from airlab.errors import ConfigError
 from airlab.evaluation.latent_pictures import latent_pictures, latent_tsne
-from airlab.viz import PICTURE_SCALE, upscale
+from airlab.utils.figures import PICTURE_SCALE, upscale
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import RichProgressBar, Timer
 
-from airlab.config.options import OneOf, Range
+from airlab.contracts.options import OneOf, Range
 
 log = logging.getLogger(__name__)
 

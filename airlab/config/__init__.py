@@ -1,4 +1,8 @@
-"""Config validation and helpers.
+"""Configs: checked against the signatures they build, composed inside a task, replayed on a checkpoint.
+
+May import: contracts, utils.
+
+Config validation and helpers.
 
 An option's type, default, range and choices are written once, in the signature of the class the config
 builds (``Annotated[float, Range(gt=0, lt=1)] = 0.01``, markers from :mod:`airlab.config.options`); its
@@ -12,8 +16,8 @@ from typing import Any
 
 import torch
 
-from airlab.config.options import Excluded, OneOf, Range
 from airlab.config.validate import check_node, validate_config
+from airlab.contracts.options import Excluded, OneOf, Range
 from airlab.errors import ConfigError
 
 __all__ = [

@@ -1,15 +1,7 @@
-"""Options of different groups that are valid alone but not together, checked before anything is built.
-
-* The estimator and the model (``elbo`` and ``model``), from what their classes declare: the model's
-  ``has_discrete_latents``, ``supports_vectorized_particles`` and ``baseline_kind(options)``
-  (:class:`airlab.models.base.GenerativeModel`), the estimator's ``requires_reparameterized``,
-  ``supports_decaying_avg_baseline`` and ``refuses_learned_baselines``
-  (:class:`airlab.estimators.Estimator`). ``Estimator.check_model`` applies the same function to a built
-  model, for library users.
-* The trainer's ``accelerator`` and ``devices`` against the GPUs and CPU cores this process sees.
-
-Like the rest of :mod:`airlab.config`, this module imports no model or estimator: it reads the
-declarations off the classes it is given.
+"""Options of different groups that are valid alone but not together, checked before anything is built:
+the trainer's ``accelerator`` and ``devices`` against the GPUs and CPU cores this process sees, and the
+validation interval against the epoch's length. Whether an estimator can train a model is the
+contract's rule (:func:`airlab.contracts.estimator.check_estimator_fits_model`).
 """
 
 from __future__ import annotations
@@ -20,60 +12,11 @@ from typing import Any
 
 import torch
 
-from airlab.config.options import describe
+from airlab.contracts.options import describe
 from airlab.errors import ConfigError
 
 #: Lightning accelerators that run on CUDA GPUs.
 GPU_ACCELERATORS = ("gpu", "cuda")
-
-
-def check_estimator_fits_model(
-    estimator: Any,
-    model_class: type,
-    *,
-    vectorize_particles: bool,
-    baseline_kind: str,
-    baseline_value: Any = None,
-) -> None:
-    """Raise ``ConfigError`` when ``estimator`` (an estimator class or instance) cannot train a model of
-    ``model_class`` whose guide asks for a ``baseline_kind`` baseline (``none``, ``decaying_avg``,
-    ``learned``; ``baseline_value`` is the option's value as the user wrote it)."""
-    elbo, model = f"elbo={estimator.name}", f"model={model_class.__name__.lower()}"
-    if estimator.requires_reparameterized and model_class.has_discrete_latents:
-        raise ConfigError(
-            "elbo",
-            f"{elbo} needs a fully reparameterised guide, but {model} samples discrete latents; "
-            "use elbo=trace or elbo=tracegraph",
-        )
-    if estimator.requires_discrete_configurations and not model_class.has_enumerable_discrete_latents:
-        raise ConfigError(
-            "elbo",
-            f"{elbo} sums out discrete latents that the model enumerates, but {model} declares no "
-            "discrete configurations; use elbo=trace or elbo=tracegraph",
-        )
-    if vectorize_particles and not model_class.supports_vectorized_particles:
-        raise ConfigError(
-            "elbo.vectorize_particles",
-            f"true is not valid for {model}: it cannot run particles as a batch dimension; "
-            "set elbo.vectorize_particles=false",
-        )
-    key = f"model.{model_class.baseline_option or 'baseline'}"
-    value = describe(baseline_kind if baseline_value is None else baseline_value)
-    if baseline_kind == "decaying_avg" and not estimator.supports_decaying_avg_baseline:
-        raise ConfigError(
-            key,
-            f"{value} is not valid with {elbo}: it cannot update a decaying-average baseline (its running "
-            f"mean lives in Pyro's param store, outside the compiled graph); use {key}=nvil|none or "
-            "elbo=tracegraph",
-        )
-    if baseline_kind == "learned" and estimator.refuses_learned_baselines:
-        name = str(baseline_value or "learned").upper()
-        raise ConfigError(
-            key,
-            f"{value} is not valid with {elbo}: the {name} baseline network would be trained but unused "
-            f"(this bound uses no baselines, and DDP fails on unused parameters); use {key}=none, "
-            "or elbo=tracegraph to use the network",
-        )
 
 
 def requested_devices(devices: Any, available: int) -> int | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from airlab.config.options import OneOf, Predicate, Range, Rule
+from airlab.contracts.options import OneOf, Predicate, Range, Rule
 
 #: Lightning's duration strings, ``DD:HH:MM:SS``.
 DURATION = re.compile(r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")

@@ -3,7 +3,7 @@
 Every config node with a ``_target_`` (airlab's classes, a user's own model, data or estimator class
 from any module, torch's and Pyro's optimizers, Lightning's trainer, callbacks and loggers) is checked
 against that target's constructor before anything is built: each key must be a parameter, of the
-parameter's type, and meet the rules its ``Annotated`` markers state (:mod:`airlab.config.options`).
+parameter's type, and meet the rules its ``Annotated`` markers state (:mod:`airlab.contracts.options`).
 A class that relates several of its options (two fractions that must leave training data) checks them
 in a classmethod ``validate_options(options, prefix)``; options of different groups that do not go
 together (an estimator the model cannot use, more devices than there are) are checked last
@@ -29,9 +29,11 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from airlab.config.combinations import check_devices, check_estimator_fits_model
+from airlab.config.combinations import check_devices
 from airlab.config.library import LIBRARY_RULES, OPEN_KEYWORDS
-from airlab.config.options import Excluded, OneOf, Predicate, Range, Rule, describe
+from airlab.contracts.estimator import Estimator, check_estimator_fits_model
+from airlab.contracts.model import GenerativeModel
+from airlab.contracts.options import ChecksOptions, Excluded, OneOf, Predicate, Range, Rule, describe
 from airlab.errors import ConfigError
 
 #: The top-level keys of every task's config, which no constructor takes.
@@ -40,11 +42,11 @@ TOP_LEVEL: dict[str, Any] = {
     "task_name": str,
     "ckpt_path": str | None,
     "optimized_metric": str | None,
-    "max_consecutive_bad": Annotated[int, Range(ge=1)],  # SVIModule's, passed by airlab.build
-    "validate_args_steps": Annotated[int, Range(ge=-1)],  # SVIModule's, passed by airlab.build
+    "max_consecutive_bad": Annotated[int, Range(ge=1)],  # SVIModule's, passed by airlab.training.build
+    "validate_args_steps": Annotated[int, Range(ge=-1)],  # SVIModule's, passed by airlab.training.build
     "tags": list[str] | None,
     "test": bool,
-    "resume_sweep": bool,  # airlab.sweep: skip a sweep's finished jobs, resume the others
+    "resume_sweep": bool,  # airlab.tracking.sweep: skip a sweep's finished jobs, resume the others
 }
 
 #: The other top-level keys: the config groups (their nodes are checked below) and the sections a task
@@ -63,8 +65,9 @@ TARGET_LISTS = ("callbacks", "logger")
 
 #: Keys a config node carries beside its ``_target_``'s parameters, by the node's path, each with the
 #: class whose signature takes it. ``optim.baseline_lr`` is no optimizer argument: the SVI module gives
-#: it to the baselines' parameter group (airlab.build.build_optimizer pops it before building the optimizer).
-EXTRA_KEYS: dict[str, dict[str, str]] = {"optim": {"baseline_lr": "airlab.svi_module.SVIModule"}}
+#: it to the baselines' parameter group (airlab.training.build.build_optimizer pops it before building
+#: the optimizer).
+EXTRA_KEYS: dict[str, dict[str, str]] = {"optim": {"baseline_lr": "airlab.training.svi_module.SVIModule"}}
 
 #: Constructor parameters that the builder fills, by the node's path; they are not config keys. The model
 #: gets one item's shape of its first input (as ``data_shape`` or ``image_shape``), the optimizer the
@@ -182,7 +185,7 @@ def type_name(hint: Any) -> str:
         return f"a list of {len(args)} values"
     if hint in SEQUENCE_TYPES or origin in SEQUENCE_TYPES:
         return f"a list of {type_name(args[0])}" if args else "a list"
-    return getattr(hint, "__name__", str(hint))
+    return hint.__name__ if isinstance(hint, type) else str(hint)
 
 
 def check_value(key: str, value: Any, hint: Any, rules: tuple[Rule, ...] = ()) -> None:
@@ -235,7 +238,7 @@ def signature_options(target: Callable) -> dict[str, Option]:
                 hint, rules = _split_markers(hints.get(parameter.name, Any))
                 options.setdefault(
                     parameter.name,
-                    Option(parameter.name, hint, rules, parameter.default, getattr(owner, "__module__", "")),
+                    Option(parameter.name, hint, rules, parameter.default, owner.__module__),
                 )
         if not passes_on:
             break
@@ -272,8 +275,7 @@ def check_node(prefix: str, target: Callable, node: Mapping[str, Any] | DictConf
     keys such as ``_target_`` left out)."""
     values = {str(k): v for k, v in _plain(node).items() if not str(k).startswith("_")}
     options = options_of(prefix, target)
-    module = f"{getattr(target, '__module__', '')}."
-    open_keywords = f"{module}{getattr(target, '__qualname__', '')}" in OPEN_KEYWORDS
+    open_keywords = f"{target.__module__}.{target.__qualname__}" in OPEN_KEYWORDS
     for key, value in values.items():
         option = options.get(key)
         if option is not None and isinstance(value, dict) and "_target_" in value:
@@ -295,10 +297,9 @@ def check_node(prefix: str, target: Callable, node: Mapping[str, Any] | DictConf
     for name, option in options.items():
         if option.required and name not in values and not open_keywords:
             raise ConfigError(f"{prefix}.{name}", f"must be set ({type_name(option.hint)})")
-    cross_check = getattr(target, "validate_options", None)  # options that constrain each other
-    if cross_check is not None:
+    if isinstance(target, type) and issubclass(target, ChecksOptions):  # options that constrain each other
         defaults = {name: o.default for name, o in options.items() if not o.required}
-        cross_check({**defaults, **values}, prefix)
+        target.validate_options({**defaults, **values}, prefix)
     return values
 
 
@@ -382,9 +383,6 @@ def _subclass(target: Any, base: type) -> bool:
 def check_combinations(checked: Mapping[str, tuple[Any, Mapping[str, Any]]]) -> None:
     """Options of different nodes that do not go together (``checked``: each node's path -> its target
     and its options, defaults filled in); see :mod:`airlab.config.combinations`."""
-    from airlab.estimators import Estimator  # here, not at the top: the validator runs after imports
-    from airlab.models.base import GenerativeModel
-
     model, elbo = checked.get("model"), checked.get("elbo")
     if model and elbo and _subclass(elbo[0], Estimator) and _subclass(model[0], GenerativeModel):
         (estimator, estimator_options), (model_class, model_options) = elbo, model

@@ -1,1 +1,4 @@
-"""Data modules: MNIST (bundled subset or torchvision files) and MultiMNIST generated from it."""
+"""LightningDataModules: MNIST, MultiMNIST generated from it, a user's arrays.
+
+May import: contracts, resume, utils.
+"""

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from airlab.config.options import Range
-from airlab.data.batched import InMemoryDataModule, split_indices
+from airlab.contracts.options import Range
+from airlab.data.in_memory import InMemoryDataModule, split_indices
 from airlab.data.mnist import check_fractions
 from airlab.errors import ConfigError, DataError
 

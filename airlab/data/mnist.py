@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from airlab.config.options import OneOf, Range
-from airlab.data.batched import BatchedTensorDataset, Binarize, InMemoryDataModule, split_indices
+from airlab.contracts.options import OneOf, Range
+from airlab.data.in_memory import BatchedTensorDataset, Binarize, InMemoryDataModule, split_indices
 from airlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

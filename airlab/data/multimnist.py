@@ -31,8 +31,8 @@ from typing import Annotated, Any
 
 import torch
 
-from airlab.config.options import OneOf, Range
-from airlab.data.batched import BatchedTensorDataset, InMemoryDataModule
+from airlab.contracts.options import OneOf, Range
+from airlab.data.in_memory import BatchedTensorDataset, InMemoryDataModule
 from airlab.data.mnist import MNISTSplits, check_fractions, load_mnist, split_mnist
 from airlab.data.multimnist_cache import SPLITS, CacheEntry, digits_fingerprint, load_or_build
 from airlab.data.multimnist_render import (

@@ -3,7 +3,7 @@
 ``<cache_dir>/multimnist-<split>-<hash>.npz`` holds the arrays (compressed; images as uint8), named by a
 hash of every parameter that shapes the split. The manifest beside it holds those parameters, the sizes,
 the count histogram, and the byte size and sha256 of the ``.npz``. Both files are written atomically
-(:mod:`airlab.atomic`), arrays first. A cache whose manifest parameters, size or checksum do not match
+(:mod:`airlab.utils.atomic`), arrays first. A cache whose manifest parameters, size or checksum do not match
 (stale, truncated, corrupt, unreadable) is rebuilt, with a log line naming the file and the reason. A
 file lock (``<stem>.lock``) around check-then-build makes concurrent jobs of a multirun build a split
 once: the others wait for the lock, then find the cache valid and load it.
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from filelock import FileLock, Timeout
 
-from airlab.atomic import atomic_path, atomic_write_text
 from airlab.data.multimnist_render import CanvasParams, MultiMNISTArrays, generate_canvases
 from airlab.errors import DataError
+from airlab.utils.atomic import atomic_path, atomic_write_text
 
 log = logging.getLogger("airlab.data.multimnist")  # one logger for the data module and its cache
 

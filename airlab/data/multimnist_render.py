@@ -3,11 +3,11 @@
 Every digit is a 28x28 MNIST image shrunk by ``s ~ N(scale_mean, scale_sd)`` to a ``28/s`` pixel
 window placed uniformly at random fully inside the canvas. All digits of a chunk of canvases are
 resampled at once, bilinearly with ``align_corners=False`` semantics (coordinates refer to pixel
-edges, as in :mod:`airlab.models.spatial`), and summed per canvas.
+edges, as in :mod:`airlab.utils.spatial`), and summed per canvas.
 
 A box ``(x_min, y_min, x_max, y_max)`` is in pixel-edge units: the canvas spans ``[0, image_size]``.
 The matrix that places the box is AIR's ``[[s', 0, x'], [0, s', y']]`` with ``s' = image_size / w``,
-so ``airlab.models.spatial.where_to_box`` maps it back to the same box.
+so ``airlab.utils.spatial.where_to_box`` maps it back to the same box.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from airlab.data.batched import InMemoryDataModule
+from airlab.data.in_memory import InMemoryDataModule
 from airlab.errors import ConfigError
-from airlab.rng import preserved_rng
+from airlab.resume.rng import preserved_rng
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""ELBO estimators that hand the training loop a differentiable surrogate loss.
+"""The ELBO estimators, their score-function baselines and the non-finite guard.
+
+May import: contracts, utils.
+
+ELBO estimators that hand the training loop a differentiable surrogate loss.
 
 Pyro's ``TraceGraph_ELBO``, ``JitTraceGraph_ELBO`` and ``RenyiELBO`` run ``backward`` themselves and
 have no ``differentiable_loss``. Lightning must own the backward pass (so that DDP synchronises
@@ -25,26 +29,32 @@ Estimator semantics follow Pyro 1.9:
     (AIR's object counts), so they contribute no score-function term.
   - ``jit_trace`` / ``jit_tracegraph``: ``trace`` / ``tracegraph`` compiled once with ``torch.jit.trace``.
 
-The estimators live in ``elbo`` (``trace``, ``tracegraph``, ``meanfield``), ``compiled`` (the ``jit_*``
-ones), ``renyi`` (``renyi``, ``iwae``), ``vimco``, ``enumeration`` (``enum_counts``) and ``surrogates``
-(their per-particle parts); every name is re-exported here, so
+The base class is :class:`airlab.contracts.estimator.Estimator`. The estimators live in ``elbo``
+(``trace``, ``tracegraph``, ``meanfield``), ``compiled`` (the ``jit_*`` ones), ``renyi`` (``renyi``,
+``iwae``), ``vimco``, ``enumeration`` (``enum_counts``) and ``surrogates`` (their per-particle parts);
+every name is re-exported here, so
 ``_target_: airlab.estimators.TraceEstimator`` and the like keep working.
 """
 
+from airlab.contracts.estimator import (
+    DATA_PLATE,
+    PARTICLE_PLATE,
+    Estimator,
+    LossOutput,
+    Particles,
+    PlateNesting,
+)
 from airlab.estimators.compiled import JitTraceEstimator, JitTraceGraphEstimator, callable_key
 from airlab.estimators.elbo import (
     DEPENDENCIES,
-    Estimator,
     MeanFieldEstimator,
-    Particles,
-    PlateNesting,
     TraceEstimator,
     TraceGraphEstimator,
     elbo_estimate,
 )
 from airlab.estimators.enumeration import CountEnumerationEstimator, TraceEnumEstimator
 from airlab.estimators.renyi import IWAEEstimator, RenyiEstimator
-from airlab.estimators.surrogates import DATA_PLATE, PARTICLE_PLATE, LossOutput, sample_sites
+from airlab.estimators.surrogates import sample_sites
 from airlab.estimators.vimco import VIMCOEstimator
 
 __all__ = [

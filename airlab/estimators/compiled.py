@@ -10,8 +10,8 @@ import pyro
 import pyro.ops.jit
 import torch
 
+from airlab.contracts.estimator import LossOutput
 from airlab.estimators.elbo import TraceEstimator, TraceGraphEstimator
-from airlab.estimators.surrogates import LossOutput
 
 
 def callable_key(fn: Callable) -> tuple:

@@ -1,9 +1,8 @@
-"""The eager estimators ``trace``, ``tracegraph`` and ``meanfield``, their common base class and a
-gradient-free single-sample ELBO."""
+"""The eager estimators ``trace``, ``tracegraph`` and ``meanfield``, their particle-averaging base, and
+a gradient-free single-sample ELBO. The ``Estimator`` base class is :mod:`airlab.contracts.estimator`."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,11 +11,11 @@ from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.trace_struct import Trace
 
-from airlab.config.combinations import check_estimator_fits_model
-from airlab.config.options import OneOf, Range
+from airlab.compat.pyro_internals import elbo_traces
+from airlab.contracts.estimator import Estimator, LossOutput
+from airlab.contracts.options import OneOf
 from airlab.errors import ConfigError
 from airlab.estimators.surrogates import (
-    LossOutput,
     ParticleParts,
     _particle_parts_declared,
     _particle_parts_trace,
@@ -25,73 +24,10 @@ from airlab.estimators.surrogates import (
 )
 
 if TYPE_CHECKING:  # only a type hint: the estimators need nothing from the models at run time
-    from airlab.models.base import GenerativeModel
+    from airlab.contracts.model import GenerativeModel
 
 #: Where ``tracegraph`` learns which costs lie downstream of each discrete site.
 DEPENDENCIES = ("declared", "provenance")
-#: The particle options every estimator takes, with their rules.
-Particles = Annotated[int, Range(ge=1)]
-PlateNesting = Annotated[int | None, Range(ge=0)]
-
-
-class Estimator:
-    """Base class: runs guide and model, and builds the surrogate loss."""
-
-    name = "estimator"
-    #: The estimator needs every guide site to have ``rsample``.
-    requires_reparameterized = False
-    #: The estimator uses the guide's ``infer={"baseline": ...}`` options.
-    uses_baselines = False
-    #: The estimator is compiled with ``torch.jit.trace``.
-    compiled = False
-    #: Graphs compiled so far (compiled estimators count theirs; an eager one compiles none).
-    num_compilations = 0
-    #: The estimator can update Pyro's decaying-average baseline (its running mean lives in the param store).
-    supports_decaying_avg_baseline = True
-    #: The bound gives a learned baseline network (NVIL) no loss, so that network would be trained but
-    #: unused (and DDP fails on unused parameters): a model option that builds one is refused.
-    refuses_learned_baselines = False
-    #: The estimator sums the model's declared discrete configurations
-    #: (``GenerativeModel.discrete_configurations``) instead of sampling them.
-    requires_discrete_configurations = False
-    #: A bound other than the ELBO that this estimator trains (e.g. ``"iwae"``): validation and test
-    #: then also log ``<stage>/<reports_bound>`` with the estimator's own particles.
-    reports_bound: str | None = None
-
-    def __init__(
-        self,
-        num_particles: Particles = 1,
-        vectorize_particles: bool = False,
-        max_plate_nesting: PlateNesting = None,
-    ) -> None:
-        self.num_particles = num_particles
-        self.vectorize_particles = vectorize_particles
-        self.max_plate_nesting = math.inf if max_plate_nesting is None else max_plate_nesting
-
-    def _pyro_elbo_kwargs(self) -> dict:
-        return dict(
-            num_particles=self.num_particles,
-            vectorize_particles=self.vectorize_particles,
-            max_plate_nesting=self.max_plate_nesting,
-        )
-
-    def check_model(self, model: GenerativeModel) -> None:
-        """Refuse, with one line, a model this estimator cannot train (the validator applies the same
-        rules to the config, before anything is built)."""
-        learned = any(True for _ in model.baseline_parameters())
-        kind = "decaying_avg" if model.uses_decaying_avg_baseline() else "learned" if learned else "none"
-        check_estimator_fits_model(
-            self, type(model), vectorize_particles=self.vectorize_particles, baseline_kind=kind
-        )
-
-    def bind(self, model: GenerativeModel) -> None:
-        """Check that this estimator can train ``model``, and read what the model declares about itself."""
-        self.check_model(model)
-
-    def __call__(self, model: Callable, guide: Callable, *args: Any, scale: float = 1.0) -> LossOutput:
-        """Estimate for one batch: ``loss`` is the negative bound (detached); ``surrogate``'s gradient is
-        the estimator's gradient. ``scale`` is the dataset scale ``N/B`` (see ``SVIModule.loss_scale``)."""
-        raise NotImplementedError
 
 
 class _ParticleEstimator(Estimator):
@@ -116,7 +52,7 @@ class _ParticleEstimator(Estimator):
         elbo, surrogate_elbo, baseline_loss = 0.0, 0.0, None
         score_terms: dict[str, torch.Tensor] = {}
         guide_trace = None
-        for model_trace, guide_trace in self._trace_source()._get_traces(model, guide, args, {}):
+        for model_trace, guide_trace in elbo_traces(self._trace_source(), model, guide, args):
             p_elbo, p_surrogate, p_scores, p_baseline = self._particle_parts(model_trace, guide_trace)
             elbo = elbo + p_elbo / self.num_particles
             surrogate_elbo = surrogate_elbo + p_surrogate / self.num_particles

@@ -29,12 +29,12 @@ import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
+from airlab.contracts.estimator import DATA_PLATE, Estimator, LossOutput, Particles, PlateNesting
 from airlab.errors import ConfigError
-from airlab.estimators.elbo import Estimator, Particles, PlateNesting
-from airlab.estimators.surrogates import DATA_PLATE, LossOutput, sample_sites
+from airlab.estimators.surrogates import sample_sites
 
 if TYPE_CHECKING:
-    from airlab.models.base import GenerativeModel
+    from airlab.contracts.model import GenerativeModel
 
 
 def per_datum_log_prob(trace: poutine.Trace, names: set[str] | None, exclude: set[str]) -> torch.Tensor:

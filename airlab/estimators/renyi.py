@@ -13,10 +13,18 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.util import MultiFrameTensor, get_plate_stacks
 from pyro.poutine.trace_struct import Trace
 
-from airlab.config.options import Excluded, Range
+from airlab.compat.pyro_internals import elbo_traces
+from airlab.contracts.estimator import (
+    DATA_PLATE,
+    PARTICLE_PLATE,
+    Estimator,
+    LossOutput,
+    Particles,
+    PlateNesting,
+)
+from airlab.contracts.options import Excluded, Range
 from airlab.errors import ConfigError
-from airlab.estimators.elbo import Estimator, Particles, PlateNesting
-from airlab.estimators.surrogates import DATA_PLATE, PARTICLE_PLATE, LossOutput, _sum, sample_sites
+from airlab.estimators.surrogates import _sum, sample_sites
 
 
 class RenyiEstimator(Estimator):
@@ -74,7 +82,7 @@ class RenyiEstimator(Estimator):
         function ``[K, B]``, and the last guide trace."""
         log_ws, scores = [], defaultdict(list)
         guide_trace = None
-        for model_trace, guide_trace in self._traces._get_traces(model, guide, args, {}):
+        for model_trace, guide_trace in elbo_traces(self._traces, model, guide, args):
             log_w, site_scores = self._per_datum(model_trace, guide_trace)
             if not self.vectorize_particles or self.num_particles == 1:
                 log_w = log_w.unsqueeze(0)

@@ -5,36 +5,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from pyro.distributions.util import is_identically_zero
-from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.util import MultiFrameTensor
 from pyro.ops.provenance import detach_provenance, get_provenance
 from pyro.poutine.trace_struct import Trace
 
-from airlab.baselines import construct_baseline
-
-DATA_PLATE = "data"
-PARTICLE_PLATE = "num_particles_vectorized"
+from airlab.compat.pyro_internals import downstream_costs_by_plate
+from airlab.estimators.baselines import construct_baseline
 
 #: One particle's (ELBO, surrogate ELBO, score terms by site, baseline loss).
 ParticleParts = tuple[
     torch.Tensor | float, torch.Tensor | float, dict[str, torch.Tensor], torch.Tensor | None
 ]
-
-
-@dataclass
-class LossOutput:
-    """One estimate for a batch. Losses are summed over the batch and include the dataset scale."""
-
-    loss: torch.Tensor  # negative bound estimate, detached
-    surrogate: torch.Tensor  # differentiate this; its gradient is the estimator's gradient
-    baseline_loss: torch.Tensor | None = None  # squared error of learned baselines (in surrogate)
-    score_terms: dict[str, torch.Tensor] = field(default_factory=dict)  # per non-reparam site
-    guide_trace: Trace | None = None  # the last particle's guide trace, when not compiled
 
 
 def sample_sites(trace: Trace) -> list[tuple[str, dict[str, Any]]]:
@@ -62,7 +47,7 @@ def _particle_parts_trace(model_trace: Trace, guide_trace: Trace) -> ParticlePar
             surrogate_elbo = surrogate_elbo - entropy_term.sum()
         if not is_identically_zero(score_function):
             if log_r is None:
-                log_r = _compute_log_r(model_trace, guide_trace)  # detached costs by plate
+                log_r = downstream_costs_by_plate(model_trace, guide_trace)  # detached costs by plate
             cost = log_r.sum_to(site["cond_indep_stack"])
             score_terms[name] = (score_function * cost).sum()
     return elbo, surrogate_elbo, score_terms, None

@@ -16,10 +16,10 @@ from typing import Annotated, Any
 
 import torch
 
-from airlab.config.options import Range
-from airlab.estimators.elbo import PlateNesting
+from airlab.contracts.estimator import LossOutput, PlateNesting
+from airlab.contracts.options import Range
 from airlab.estimators.renyi import RenyiEstimator
-from airlab.estimators.surrogates import LossOutput, _sum
+from airlab.estimators.surrogates import _sum
 
 
 def leave_one_out_bounds(log_w: torch.Tensor) -> torch.Tensor:

@@ -1,1 +1,4 @@
-"""Evaluation of checkpoints: bounds, latent-space and attention pictures (see ``airlab.evaluate``)."""
+"""Bounds, object counts and pictures, computed from tensors and models.
+
+May import: contracts, utils.
+"""

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from airlab.models.spatial import where_to_box
-from airlab.viz import STEP_COLOURS, draw_boxes, image_grid, pyplot
+from airlab.utils.figures import STEP_COLOURS, draw_boxes, image_grid, pyplot
+from airlab.utils.spatial import where_to_box
 
 if TYPE_CHECKING:  # matplotlib is imported lazily, on first use
     from matplotlib.figure import Figure

@@ -18,7 +18,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from airlab.estimators import DATA_PLATE
+from airlab.contracts.estimator import DATA_PLATE
 from airlab.evaluation.progress import progress_bar
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from airlab.evaluation.air_pictures import WorstCountErrors, attention_grid, boxed, windows_grid
-from airlab.viz import confusion_figure, save_figure, save_grid, upscale
+from airlab.utils.figures import confusion_figure, save_figure, save_grid, upscale
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter

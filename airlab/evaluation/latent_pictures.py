@@ -17,7 +17,7 @@ import torch
 
 from airlab.evaluation.progress import progress_bar
 from airlab.evaluation.settings import EvalSettings
-from airlab.viz import image_grid, pyplot, reconstruction_grid, save_figure, save_grid, upscale
+from airlab.utils.figures import image_grid, pyplot, reconstruction_grid, save_figure, save_grid, upscale
 
 if TYPE_CHECKING:  # matplotlib is imported lazily, on first use
     from matplotlib.figure import Figure

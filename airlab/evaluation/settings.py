@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from airlab.config.options import OneOf, Range
+from airlab.contracts.options import OneOf, Range
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,4 @@
-"""Generative models, each with a Pyro model and guide."""
+"""Generative models (VAE, AIR), each a Pyro model and guide with its declared capabilities.
+
+May import: contracts, evaluation, utils.
+"""

@@ -26,11 +26,11 @@ import torch
 from pyro.ops.provenance import detach_provenance
 from torch import nn
 
-from airlab.config.options import UNITS, OneOf, Range
+from airlab.contracts.model import GenerativeModel
+from airlab.contracts.options import UNITS, OneOf, Range
 from airlab.evaluation.counts import count_accuracy
 from airlab.models.air_nets import ImageLSTMCell, NVILBaseline, StepPredictor, WindowDecoder, WindowEncoder
-from airlab.models.base import GenerativeModel
-from airlab.models.spatial import image_to_window, window_to_image
+from airlab.utils.spatial import image_to_window, window_to_image
 
 if TYPE_CHECKING:
     from pyro.poutine.trace_struct import Trace

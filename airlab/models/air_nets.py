@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from airlab.compat.torch_internals import add_load_state_dict_pre_hook
+
 
 def mlp(sizes: Sequence[int], final_activation: bool = False) -> nn.Sequential:
     """Linear layers with ReLUs between them (and after the last one if ``final_activation``)."""
@@ -103,7 +105,7 @@ class ImageLSTMCell(nn.Module):
         bound = 1 / hidden_size**0.5
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
-        self._register_load_state_dict_pre_hook(self._split_input_weight)
+        add_load_state_dict_pre_hook(self, self._split_input_weight)
 
     def _split_input_weight(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
         weight = state_dict.pop(prefix + "weight_ih", None)

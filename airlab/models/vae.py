@@ -17,8 +17,8 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from airlab.config.options import UNITS, Range
-from airlab.models.base import GenerativeModel
+from airlab.contracts.model import GenerativeModel
+from airlab.contracts.options import UNITS, Range
 
 
 class Encoder(nn.Module):

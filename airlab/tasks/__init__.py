@@ -1,2 +1,6 @@
-"""The tasks the scripts run, side by side: train, evaluate, variance_report, benchmark and
-generate_multimnist. Each composes its pieces with :mod:`airlab.build`; no task imports another."""
+"""The tasks beside training, side by side: evaluate, variance_report, benchmark, generate_multimnist.
+
+None imports another; only ``airlab.cli`` imports them.
+
+May import: every package.
+"""

@@ -31,9 +31,9 @@ from airlab.benchmarking.air_speed import (
     own_peak_rss_mb,
     run_air_benchmark,
 )
-from airlab.build import build_datamodule, build_model, start_task
+from airlab.benchmarking.step_costs import arm_step_seconds
 from airlab.estimators import elbo_estimate
-from airlab.step_costs import arm_step_seconds
+from airlab.training.build import build_datamodule, build_model, start_task
 
 log = logging.getLogger(__name__)
 

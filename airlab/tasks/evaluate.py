@@ -1,10 +1,10 @@
 """The evaluation task: a checkpoint's bounds, counts and pictures on a split (``scripts/evaluate.py``).
 
 The checkpoint is rebuilt with the config it was trained with, the command-line overrides replayed on
-top (:mod:`airlab.config.replay`, :mod:`airlab.checkpoints`). On ``eval.split`` it computes the ELBO and the
-importance-weighted bound with ``eval.iwae_k`` samples per image (:mod:`airlab.evaluation.bounds`),
-AIR's count accuracy and confusion matrix, and the pictures; it writes ``evaluation.json`` and the
-PNGs in the run directory and prints a table.
+top (:mod:`airlab.config.replay`, :mod:`airlab.resume.checkpoint`). On ``eval.split`` it computes the
+ELBO and the importance-weighted bound with ``eval.iwae_k`` samples per image
+(:mod:`airlab.evaluation.bounds`), AIR's count accuracy and confusion matrix, and the pictures; it writes
+``evaluation.json`` and the PNGs in the run directory and prints a table.
 """
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from airlab import quiet_third_party_warnings
-from airlab.atomic import atomic_write_text
-from airlab.build import build_datamodule, start_task
-from airlab.checkpoints import load_checkpoint, load_model
 from airlab.config import check_node, resolve_device, validate_config
 from airlab.config.replay import merge_overrides
 from airlab.data.spec import describe_data
@@ -31,7 +28,10 @@ from airlab.evaluation.bounds import dataset_bounds, summarise
 from airlab.evaluation.counts import AIRCounts
 from airlab.evaluation.latent_pictures import vae_pictures
 from airlab.evaluation.settings import EvalSettings
-from airlab.svi_module import CONFIG_KEY
+from airlab.resume.checkpoint import check_model_target, load_checkpoint, load_model_weights
+from airlab.resume.training_state import CONFIG_KEY
+from airlab.training.build import build_datamodule, build_model, start_task
+from airlab.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,10 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     device = resolve_device(settings.device, "eval.device")
     start_task(settings.seed)
     datamodule = build_datamodule(merged)
-    model = load_model(merged, datamodule, checkpoint, str(ckpt_path)).to(device).eval()
+    check_model_target(checkpoint[CONFIG_KEY], merged, str(ckpt_path))  # before building another class
+    model = build_model(merged.model, datamodule)
+    load_model_weights(model, checkpoint, merged, str(ckpt_path))
+    model = model.to(device).eval()
     split = settings.split
     loader = datamodule.dataloader(datamodule.evaluation_split(split))
     num_images = len(loader.dataset)

@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from airlab.build import build_datamodule
 from airlab.config import validate_config
 from airlab.data.multimnist import SPLITS, MultiMNISTDataModule
 from airlab.errors import ConfigError
+from airlab.training.build import build_datamodule
 
 
 def generate(cfg: DictConfig) -> None:

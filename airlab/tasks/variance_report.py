@@ -23,11 +23,11 @@ import pyro
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from airlab.build import build_datamodule, build_model, build_module, model_class, start_task
-from airlab.checkpoints import load_checkpoint, load_weights, model_state, resolve_checkpoint
 from airlab.config import validate_config
 from airlab.errors import CheckpointError, ConfigError
-from airlab.svi_module import CONFIG_KEY
+from airlab.resume.checkpoint import load_checkpoint, load_weights, model_state, resolve_checkpoint
+from airlab.resume.training_state import CONFIG_KEY
+from airlab.training.build import build_datamodule, build_model, build_module, model_class, start_task
 from airlab.variance.configurations import (
     check_report,
     configuration_cfg,
@@ -94,7 +94,7 @@ def run_variance_report(cfg: DictConfig) -> dict[str, Any]:
         module.to(device).train()
         if checkpoint is not None:  # estimator state, e.g. decaying-average baselines
             module.on_load_checkpoint(checkpoint)
-            module.restore_param_store()
+            module.resume_state.restore_param_store(module.device)
         module.model.on_train_step(step)
         scale = module.loss_scale(inputs[0].shape[0])
         started = time.perf_counter()

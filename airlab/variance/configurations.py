@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from airlab.config import OneOf, Range, check_node, resolve_device, validate_config
 from airlab.config.compose import compose_group_option
 from airlab.errors import ConfigError
-from airlab.svi_module import SVIModule
+from airlab.training.svi_module import SVIModule
 
 #: The config the report's tasks compose (configs/variance_report.yaml).
 CONFIG_NAME = "variance_report"

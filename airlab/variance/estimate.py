@@ -36,7 +36,8 @@ import pyro
 import torch
 from torch import nn
 
-from airlab.estimators import Estimator
+from airlab.compat.pyro_internals import put_store_entry, store_entries
+from airlab.contracts.estimator import Estimator
 
 
 @dataclass
@@ -165,29 +166,25 @@ class ParamStoreSnapshot:
     """
 
     def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
-        store = pyro.get_param_store()
         self.skip = {id(t) for t in exclude}
-        self.names = set(store.keys())
+        entries = store_entries()
+        self.names = set(entries)
         self.saved = {
-            name: (tensor, tensor.detach().clone(), store._constraints[name])
-            for name, tensor in store._params.items()
+            name: (tensor, tensor.detach().clone(), constraint)
+            for name, (tensor, constraint) in entries.items()
             if id(tensor) not in self.skip
         }
 
     def restore(self) -> None:
         """Put the saved values and entries back; drop entries created since, except the given tensors."""
         store = pyro.get_param_store()
-        for name in [n for n, t in store._params.items() if n not in self.names and id(t) not in self.skip]:
-            del store[name]
+        for name, (tensor, _) in store_entries().items():
+            if name not in self.names and id(tensor) not in self.skip:
+                del store[name]
         for name, (tensor, value, constraint) in self.saved.items():
             with torch.no_grad():
                 tensor.copy_(value)
-            if store._params.get(name) is not tensor:
-                if name in store._params:  # e.g. a decaying average replaced by its update
-                    del store[name]
-                store._params[name] = tensor
-                store._param_to_name[tensor] = name
-                store._constraints[name] = constraint
+            put_store_entry(name, tensor, constraint)  # e.g. a decaying average replaced by its update
 
 
 # -- the measurement ------------------------------------------------------------------------------

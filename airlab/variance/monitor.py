@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import pytorch_lightning as pl
 
-from airlab.config.options import Range
+from airlab.contracts.options import Range
 from airlab.variance.estimate import gradient_variance
 
 log = logging.getLogger(__name__)

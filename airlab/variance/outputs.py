@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from airlab.viz import pyplot
+from airlab.utils.figures import pyplot
 
 log = logging.getLogger(__name__)
 

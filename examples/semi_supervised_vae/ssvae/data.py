@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import torch
 
 from airlab import Range
-from airlab.data.batched import BatchedTensorDataset
+from airlab.data.in_memory import BatchedTensorDataset
 from airlab.data.mnist import MNISTDataModule
 
 

@@ -1,7 +1,7 @@
 """Learning curves read back from runs: a validation metric against steps and wall-clock time.
 
-``python -m airlab.curves RUN_DIR... --out curves.png`` prints, per run, the steps and minutes at which
-``val/count_accuracy`` first reached each threshold, its value at the end and the final ELBO (a
+``python -m airlab.tracking.curves RUN_DIR... --out curves.png`` prints, per run, the steps and minutes
+at which ``val/count_accuracy`` first reached each threshold, its value at the end and the final ELBO (a
 markdown table), and draws the curves against wall-clock minutes. Time is ``throughput/elapsed_s``,
 which the throughput monitor logs at every validation: wall time since training began, validation
 included, so it is the clock that ``trainer.max_time`` stops.
@@ -100,7 +100,7 @@ def markdown_table(curves: list[RunCurve], thresholds: tuple[float, ...] = (0.9,
 
 def plot_curves(curves: list[RunCurve], path: Path, threshold: float = 0.95) -> None:
     """Count accuracy against wall-clock minutes (left) and steps (right), one line per run."""
-    from airlab.viz import pyplot, save_figure
+    from airlab.utils.figures import pyplot, save_figure
 
     plt = pyplot()
     figure, (by_time, by_step) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)

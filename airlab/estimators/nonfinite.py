@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from airlab.compat.torch_internals import tensor_norms
 from airlab.errors import AirlabError
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
     """Whether every element of every tensor is finite (one fused norm per tensor, one sync)."""
     if not tensors:
         return True
-    norms = torch._foreach_norm(list(tensors))  # a nan or inf element makes its tensor's norm non-finite
+    norms = tensor_norms(tensors)  # a nan or inf element makes its tensor's norm non-finite
     return bool(torch.isfinite(torch.stack(norms)).all())
 
 

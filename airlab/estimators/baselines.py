@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import pyro
 import torch
-from pyro.infer.tracegraph_elbo import _get_baseline_options
+
+from airlab.compat.pyro_internals import baseline_options, store_tensor
 
 #: The param-store name of a site's decaying average (Pyro's own name, so old checkpoints load).
 AVERAGE_PREFIX = "__baseline_avg_downstream_cost_"
 
 
-def _rank_and_world() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
     """This process's rank and the world size: ``(0, 1)`` unless torch.distributed is initialised."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -40,12 +41,12 @@ def decaying_average(name: str, cost: torch.Tensor, beta: float) -> torch.Tensor
     """
     store = pyro.get_param_store()
     key = AVERAGE_PREFIX + name
-    rank, world = _rank_and_world()
+    rank, world = rank_and_world()
     local = cost.shape[-1] if cost.dim() else 1
     if key not in store:
         shape = (*cost.shape[:-1], local * world) if cost.dim() else cost.shape
         store[key] = cost.detach().new_zeros(shape)
-    average = store._params[key]  # unconstrained == constrained: a real-valued param
+    average = store_tensor(key)  # unconstrained == constrained: a real-valued param
     if cost.dim() and average.dim():
         if average.shape[-1] != local * world:
             raise ValueError(
@@ -65,7 +66,7 @@ def synchronise_averages() -> None:
     """Gather every rank's slice of every decaying average (a collective: all ranks call it, once per
     training step, after the estimator). A site outside the data plate (a scalar average) takes the
     ranks' mean. Nothing happens without torch.distributed, on one rank, or without averages."""
-    rank, world = _rank_and_world()
+    rank, world = rank_and_world()
     if world == 1:  # the usual case: no store scan on the training step's hot path
         return
     store = pyro.get_param_store()
@@ -74,7 +75,7 @@ def synchronise_averages() -> None:
         return
     with torch.no_grad():
         for key in keys:
-            average = store._params[key]
+            average = store_tensor(key)
             if average.dim() == 0:
                 torch.distributed.all_reduce(average)
                 average.div_(world)
@@ -93,7 +94,7 @@ def construct_baseline(
 
     ``cost`` is the site's downstream cost, already summed to its plates.
     """
-    nn_baseline, nn_input, use_average, beta, value = _get_baseline_options(guide_site)
+    nn_baseline, nn_input, use_average, beta, value = baseline_options(guide_site)
     if nn_baseline is not None and value is not None:
         raise ValueError(f"site {name}: baseline_value and nn_baseline cannot be used together")
     baseline = None

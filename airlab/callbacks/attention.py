@@ -12,11 +12,11 @@ import pytorch_lightning as pl
 import torch
 
 from airlab.callbacks.images import Batch, EpochImageLogger, picture_writers
-from airlab.config.options import Range
+from airlab.contracts.options import Range
 from airlab.errors import ConfigError
 from airlab.evaluation.air_pictures import attention_grid, boxed, windows_grid
 from airlab.evaluation.counts import count_confusion
-from airlab.viz import PICTURE_SCALE, confusion_figure, image_grid
+from airlab.utils.figures import PICTURE_SCALE, confusion_figure, image_grid
 
 if TYPE_CHECKING:
     from airlab.callbacks.images import Writers

@@ -9,7 +9,7 @@ own process there) never lose each other's rows.
 Rerunning a sweep into the same ``hydra.sweep.dir`` with ``resume_sweep=true`` skips each job that
 finished before (:func:`finished_job_metrics`: its ``metrics.json`` exists and its overrides are the
 ones it ran with) and resumes an unfinished one from its own ``checkpoints/last.ckpt``
-(:func:`job_checkpoint`, used by :func:`airlab.checkpoints.resolve_checkpoint`).
+(:func:`job_checkpoint`, used by :func:`airlab.resume.checkpoint.resolve_checkpoint`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from airlab.atomic import atomic_open
+from airlab.utils.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 

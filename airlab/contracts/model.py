@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from airlab.contracts.options import ChecksOptions
 from airlab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 BaselineKind = Literal["none", "decaying_avg", "learned"]
 
 
-class GenerativeModel(nn.Module):
+class GenerativeModel(ChecksOptions, nn.Module):
     """Base class of airlab's models: the Pyro ``model``/``guide`` pair plus declared capabilities.
 
     The contract (``docs/your_model.md``):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 
 import __main__
+from airlab.compat.lightning_internals import install_subprocess_command
 
 #: Command-line flags of a Hydra app that take a value and that the children need as they are.
 CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")
@@ -76,6 +77,4 @@ def child_command(local_rank: int) -> tuple[list[str], str]:
 
 def install() -> None:
     """Make Lightning's DDP launcher start its processes with :func:`child_command` (idempotent)."""
-    from pytorch_lightning.strategies.launchers import subprocess_script
-
-    subprocess_script._hydra_subprocess_cmd = child_command
+    install_subprocess_command(child_command)

@@ -17,11 +17,11 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from airlab.config.validate import EXTRA_KEYS, signature_options
+from airlab.contracts.model import GenerativeModel
 from airlab.data.spec import DataSpec, describe_data
-from airlab.ddp import install as install_ddp_child_command
 from airlab.errors import ConfigError
-from airlab.models.base import GenerativeModel
-from airlab.svi_module import SVIModule
+from airlab.training.ddp import install as install_ddp_child_command
+from airlab.training.svi_module import SVIModule
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """The ``trainer`` group's Trainer with the ``callbacks`` and ``logger`` groups' entries. The
-    processes DDP starts run this job in its run directory (:mod:`airlab.ddp`)."""
+    processes DDP starts run this job in its run directory (:mod:`airlab.training.ddp`)."""
     install_ddp_child_command()
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))

@@ -18,19 +18,14 @@ import pyro
 import pytorch_lightning as pl
 import torch
 
-from airlab import baselines
-from airlab.baselines import synchronise_averages
-from airlab.config.options import Range
-from airlab.estimators import Estimator, elbo_estimate
-from airlab.models.base import GenerativeModel
-from airlab.nonfinite import NonFiniteGuard, all_finite
-from airlab.rng import rng_state, set_rng_state
-
-PARAM_STORE_KEY = "pyro_param_store"
-CONFIG_KEY = "airlab_config"
-NONFINITE_KEY = "airlab_nonfinite"
-RNG_KEY = "airlab_rng"
-NUM_TRAIN_KEY = "airlab_num_train"
+from airlab.contracts.estimator import Estimator
+from airlab.contracts.model import GenerativeModel
+from airlab.contracts.options import Range
+from airlab.estimators import elbo_estimate
+from airlab.estimators.baselines import rank_and_world, synchronise_averages
+from airlab.estimators.nonfinite import NonFiniteGuard, all_finite
+from airlab.resume.training_state import TrainingState
+from airlab.training.optimization import clip_each_group, parameter_groups
 
 
 class SVIModule(pl.LightningModule):
@@ -58,10 +53,8 @@ class SVIModule(pl.LightningModule):
         # cache on the callable's identity, so keep one of each.
         self.model_fn = model.model
         self.guide_fn = model.guide
-        self._pending_param_store: dict[str, torch.Tensor] = {}
-        self._pending_rng: dict[str, Any] | None = None  # a checkpoint's generators, until training starts
-        self._rng_before_validation: dict[str, Any] | None = None
         self.nonfinite = NonFiniteGuard(max_consecutive_bad)
+        self.resume_state = TrainingState(self.nonfinite)  # what checkpoints hold beyond Lightning's
         self._losses_finite = True  # every training_step since the last optimizer step
         self.validate_args_steps = validate_args_steps
 
@@ -75,7 +68,7 @@ class SVIModule(pl.LightningModule):
     @staticmethod
     def world_size() -> int:
         """The number of DDP ranks (1 unless torch.distributed is initialised)."""
-        return baselines._rank_and_world()[1]
+        return rank_and_world()[1]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One SVI step on the model's declared inputs: log ``train/loss`` and ``train/elbo`` per item;
@@ -155,16 +148,7 @@ class SVIModule(pl.LightningModule):
     # -- optimisation ---------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
         """``main`` at ``optim.lr``; ``baseline`` (if any) at ``optim.baseline_lr``."""
-        baseline = list(self.model.baseline_parameters())
-        baseline_ids = {id(p) for p in baseline}
-        main = [p for p in self.model.parameters() if id(p) not in baseline_ids]
-        groups = [{"params": main, "name": "main"}]
-        if baseline:
-            group = {"params": baseline, "name": "baseline"}
-            if self.baseline_lr is not None:
-                group["lr"] = self.baseline_lr
-            groups.append(group)
-        return groups
+        return parameter_groups(self.model, self.baseline_lr)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """The optimizer from ``optim``, over :meth:`parameter_groups`."""
@@ -190,94 +174,27 @@ class SVIModule(pl.LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """``trainer.gradient_clip_val`` applies to each parameter group on its own (``main`` and
-        ``baseline``): the baselines' targets carry the N/B scale, so one global norm would be theirs
-        and would shrink the model's gradient to nothing."""
-        if gradient_clip_val is None or gradient_clip_val <= 0:
-            return
-        for group in optimizer.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            if gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
-            else:
-                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        """``trainer.gradient_clip_val`` applies to each parameter group (``main``, ``baseline``) alone."""
+        clip_each_group(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
-    # -- checkpoints ----------------------------------------------------------------------------
+    # -- checkpoints: airlab.resume.training_state ------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Save the estimator state in Pyro's param store (not module parameters), the run's config, the
-        non-finite guard's counters and every random generator: during validation, the state training
-        continues from once validation ends (:meth:`on_validation_end` puts it back)."""
+        """Add the param store's estimator state, the config, the guard and the generators."""
         module_tensors = {id(p) for p in self.parameters()}
-        store = pyro.get_param_store()
-        checkpoint[PARAM_STORE_KEY] = {
-            name: store.get_param(name).detach().cpu().clone()
-            for name in store.keys()
-            if id(store._params[name]) not in module_tensors
-        }
-        checkpoint[CONFIG_KEY] = self.config
-        checkpoint[NONFINITE_KEY] = self.nonfinite.state_dict()
-        checkpoint[RNG_KEY] = self._rng_before_validation or rng_state()
-        checkpoint[NUM_TRAIN_KEY] = self.num_train
-        reopen_stopped_epoch(checkpoint)
+        self.resume_state.save(checkpoint, module_tensors, self.config, self.num_train)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Applied once the module sits on its device (on_train_start / restore_param_store).
         """Hold the saved param-store entries and generators until training starts."""
-        self._pending_param_store = dict(checkpoint.get(PARAM_STORE_KEY, {}))
-        self._pending_rng = checkpoint.get(RNG_KEY)
-        self.nonfinite.load_state_dict(checkpoint.get(NONFINITE_KEY, {}))
-
-    def restore_param_store(self) -> None:
-        """Move the entries held by :meth:`on_load_checkpoint` into Pyro's param store, on this device."""
-        store = pyro.get_param_store()
-        for name, value in self._pending_param_store.items():
-            store[name] = value.to(self.device)
-        self._pending_param_store = {}
+        self.resume_state.load(checkpoint)
 
     def on_train_start(self) -> None:
-        """Restore the estimator state and the random generators of a resumed checkpoint before the first
-        step: after Lightning's restore and the loader's first pass began, nothing draws before the step."""
-        self.restore_param_store()
-        if self._pending_rng is not None:
-            set_rng_state(self._pending_rng)
-            self._pending_rng = None
+        """Restore the held state on this device before the first step."""
+        self.resume_state.restore(self.device)
 
     def on_validation_start(self) -> None:
-        """Validation (and the callbacks' pictures and counts) draws from the generators: keep their state."""
-        self._rng_before_validation = rng_state()
+        """Keep the generators' state: validation and its pictures draw from them."""
+        self.resume_state.hold_generators()
 
     def on_validation_end(self) -> None:
-        """Put the generators back, so training draws the same with or without validation in between."""
-        if self._rng_before_validation is not None:
-            set_rng_state(self._rng_before_validation)
-            self._rng_before_validation = None
-
-
-def reopen_stopped_epoch(checkpoint: dict[str, Any]) -> None:
-    """Make the loop state of a checkpoint saved after training ended (``max_steps``, ``max_time``,
-    ``max_epochs``) resume as an uninterrupted run would continue.
-
-    Lightning counts the last epoch as processed and completed once its loop ends, for whatever
-    reason, and keeps its batch count. Resumed as saved, a run stopped midway would start the next
-    epoch (skipping the rest of this one), and one stopped at an epoch's end would run an empty epoch
-    (an epoch number and a validation that the uninterrupted run does not have). Here the first is
-    marked as a mid-epoch save marks it (started, not processed), and the second as between epochs.
-    """
-    loop = checkpoint.get("loops", {}).get("fit_loop", {})
-    epochs, batches = loop.get("epoch_progress"), loop.get("epoch_loop.batch_progress")
-    if not epochs or not batches or batches["current"]["completed"] == 0:
-        return  # no batch of this epoch ran yet
-    current = epochs["current"]
-    if not current["started"] == current["processed"] == current["completed"]:
-        return  # the epoch is still running: a save during the epoch or at its end, before on_train_end
-    if batches.get("is_last_batch", True):
-        for key in batches["current"]:
-            batches["current"][key] = 0
-        batches["is_last_batch"] = False
-        return
-    for progress in (epochs["total"], current):
-        progress["processed"] -= 1
-        progress["completed"] -= 1
-    checkpoint["epoch"] = current["completed"]
+        """Put the generators back, so training draws the same with or without validation."""
+        self.resume_state.release_generators()

@@ -35,7 +35,7 @@ os.umask(_UMASK)
 
 def _fsync_path(path: Path, directory: bool = False) -> None:
     """Flush ``path``'s data (or a directory's entries) to disk; a directory sync is best effort."""
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    flags = os.O_RDONLY | (os.O_DIRECTORY if directory and os.name == "posix" else 0)
     try:
         fd = os.open(path, flags)
     except OSError:

@@ -14,7 +14,7 @@ other way round.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,3 +103,14 @@ Rule = Range | OneOf | Excluded | Predicate
 
 #: A layer's width or a latent's size: a larger one would not fit in any machine's memory.
 UNITS = Range(ge=1, le=2**16)
+
+
+class ChecksOptions:
+    """Base for a class whose options constrain each other (two fractions that must leave training data,
+    two save intervals that exclude each other): it declares so by inheriting this and overriding
+    :meth:`validate_options`, which the config validator calls before anything is built."""
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any], prefix: str) -> None:
+        """Raise ``ConfigError`` naming ``<prefix>.<key>`` when ``options`` (the node's values, defaults
+        filled in) do not go together."""

@@ -20,9 +20,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from airlab.atomic import atomic_open, atomic_write_text
-from airlab.curves import CurvePoint, RunCurve, read_curve, read_scalars
-from airlab.sweep import saved_overrides
+from airlab.tracking.curves import CurvePoint, RunCurve, read_curve, read_scalars
+from airlab.tracking.sweep import saved_overrides
+from airlab.utils.atomic import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def median_over_seeds(points: list[list[CurvePoint]], get: Callable[[CurvePoint]
 def plot(runs: list[StudyRun], path: Path, threshold: float) -> None:
     """``study.png``: accuracy against wall-clock minutes and against steps; a colour per arm, each seed a
     thin line, the arm's median over seeds (at each seed's common validation points) bold."""
-    from airlab.viz import pyplot, save_figure
+    from airlab.utils.figures import pyplot, save_figure
 
     plt = pyplot()
     figure, (by_time, by_step) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)

@@ -14,6 +14,7 @@ optional ``wandb`` package is not installed.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,12 +25,15 @@ import torch
 from pytorch_lightning.loggers import Logger, MLFlowLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
+from airlab.contracts.options import ChecksOptions
 from airlab.errors import ConfigError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 SQLITE_PREFIX = "sqlite:///"
+#: Lightning's ``MLFlowLogger(experiment_name=...)`` default.
+MLFLOW_DEFAULT_EXPERIMENT = inspect.signature(MLFlowLogger).parameters["experiment_name"].default
 
 
 class MLflowLogger(MLFlowLogger):
@@ -49,21 +53,22 @@ class MLflowLogger(MLFlowLogger):
             kwargs["artifact_location"] = str(Path(location).absolute())
         super().__init__(**kwargs)
         if database is not None:
-            self._prepare_store(database)
+            experiment = kwargs.get("experiment_name", MLFLOW_DEFAULT_EXPERIMENT)
+            self._prepare_store(database, experiment, kwargs.get("artifact_location"))
 
-    def _prepare_store(self, database: Path) -> None:
+    def _prepare_store(self, database: Path, experiment: str, artifact_location: str | None) -> None:
         """Create the store's tables and the experiment under a file lock: the parallel jobs of a sweep
         (hydra/launcher=joblib) share one store, and two first runs must not both create them."""
         from filelock import FileLock
         from mlflow.tracking import MlflowClient
 
         with FileLock(f"{database}.lock"):
-            client = MlflowClient(self._tracking_uri)
-            if client.get_experiment_by_name(self._experiment_name) is None:
-                client.create_experiment(self._experiment_name, artifact_location=self._artifact_location)
+            client = MlflowClient(f"{SQLITE_PREFIX}{database}")
+            if client.get_experiment_by_name(experiment) is None:
+                client.create_experiment(experiment, artifact_location=artifact_location)
 
 
-class WandbLogger(LightningWandbLogger):
+class WandbLogger(ChecksOptions, LightningWandbLogger):
     """Lightning's WandbLogger (same keys); the config check refuses it when wandb is not installed."""
 
     @classmethod

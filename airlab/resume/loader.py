@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DistributedSampler, RandomSampler
+
+from airlab.compat.torch_internals import IndexSamplerHook
 
 
 class EpochSampler(RandomSampler):
@@ -58,7 +60,7 @@ class _SkipFirstPass:
         return len(self.batches)  # type: ignore[arg-type]
 
 
-class ResumableLoader(DataLoader):
+class ResumableLoader(IndexSamplerHook):
     """A ``DataLoader`` with ``state_dict``/``load_state_dict``: the epoch and the batches served in it.
 
     Under DDP Lightning swaps the :class:`EpochSampler` for a ``DistributedSampler``, whose epoch and
@@ -70,12 +72,11 @@ class ResumableLoader(DataLoader):
         self.epoch_batches = epoch_batches
         self._served = 0  # batches handed out by the current pass
         self._skip = 0  # batches the next pass leaves out (set by load_state_dict)
-        self._skipping = 0  # read by _index_sampler while the next pass's iterator is made
+        self._skipping = 0  # read by wrap_index_sampler while the next pass's iterator is made
         super().__init__(*args, **kwargs)
 
-    @property
-    def _index_sampler(self) -> Any:
-        sampler = super()._index_sampler
+    def wrap_index_sampler(self, sampler: Any) -> Any:
+        """While the next pass's iterator is made: ``sampler`` less the batches already served."""
         return _SkipFirstPass(sampler, self._skipping) if self._skipping else sampler
 
     def __iter__(self) -> Iterator[Any]:
@@ -114,7 +115,8 @@ class ResumableLoader(DataLoader):
         """Make the next pass the saved epoch's order (and seed), less the batches already served."""
         if state.get("seed") is not None and isinstance(self.sampler, EpochSampler | DistributedSampler):
             self.sampler.seed = state["seed"]
+        # Lightning calls set_epoch on the sampler and the batch sampler that have one: these two.
         for sampler in (self.sampler, self.batch_sampler):
-            if callable(getattr(sampler, "set_epoch", None)):
+            if isinstance(sampler, EpochSampler | DistributedSampler):
                 sampler.set_epoch(state["epoch"])
         self._skip = int(state["batches"])

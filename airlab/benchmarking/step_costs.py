@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from airlab.build import module_and_first_batch
 from airlab.config.compose import compose_config
+from airlab.training.build import module_and_first_batch
 
 
 def arm_step_seconds(

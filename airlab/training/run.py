@@ -1,11 +1,12 @@
-"""One training run: fit, test with the final weights, the run-end analysis, and ``metrics.json``.
-
-The train task (``airlab/tasks/train.py``) runs it; the benchmark task times it. ``metrics.json`` holds
+"""One training run: fit, test with the final weights, the run-end analysis, and ``metrics.json``; and the
+two tasks that are one training run: :func:`train` (``scripts/train.py``) and :func:`study_job` (one job
+of ``scripts/study.py``'s multirun; the study's files are written when it ends,
+:mod:`airlab.tracking.study_report`). The benchmark task times :func:`run_training`. ``metrics.json`` holds
 what the run logged (``trainer.callback_metrics``: every ``val/*``, ``test/*``, ``train/elbo`` and
 ``throughput/*`` scalar) plus what the run itself measured: ``global_step``, ``epoch``, ``seed`` and the
 wall times ``fit_time_s`` and ``wall_time_s``.
 
-Interrupting a run saves ``last.ckpt`` (:class:`airlab.callbacks.interval_checkpoint.IntervalCheckpoint`)
+Interrupting a run saves ``last.ckpt`` (:class:`airlab.resume.interval_checkpoint.IntervalCheckpoint`)
 and exits without a traceback: exit code 143 (128 + 15) after SIGTERM, 130 (128 + 2) after SIGINT
 (Ctrl+C), as a shell reports a process killed by that signal.
 """
@@ -18,7 +19,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
@@ -27,15 +28,19 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from airlab import quiet_third_party_warnings
-from airlab.atomic import atomic_write_text
-from airlab.build import build_datamodule, build_module, build_trainer, start_task
 from airlab.callbacks.images import tensorboard_writers
 from airlab.callbacks.run_end import RunEndCallback
-from airlab.checkpoints import check_resumable, load_checkpoint, resolve_checkpoint
-from airlab.config import flatten_config, validate_config
+from airlab.compat.torch_internals import summary_file_writer
+from airlab.config import check_node, flatten_config, validate_config
 from airlab.config.combinations import check_validation_interval
 from airlab.config.tree import print_config_tree, save_config_tree
-from airlab.trackers import log_config_params
+from airlab.contracts.options import Range
+from airlab.errors import AirlabError, OutputError, unwritable
+from airlab.resume.checkpoint import check_resumable, load_checkpoint, resolve_checkpoint
+from airlab.tracking.sweep import finished_job_metrics, record_failed_job
+from airlab.tracking.trackers import log_config_params
+from airlab.training.build import build_datamodule, build_module, build_trainer, start_task
+from airlab.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +86,7 @@ def write_tensorboard_summary(trainer: pl.Trainer, config: dict[str, Any], metri
     hparam_metrics = {k: v for k, v in metrics.items() if "/" in k}
     for writer in tensorboard_writers(trainer):
         for summary in hparams(params, hparam_metrics):
-            writer._get_file_writer().add_summary(summary)
+            summary_file_writer(writer).add_summary(summary)
         writer.add_custom_scalars(CUSTOM_SCALARS)
         writer.flush()
 
@@ -137,7 +142,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     log.info("training %s with %s", type(module.model).__name__, type(module.estimator).__name__)
     fit_started = time.perf_counter()
     with exit_on_interrupt(trainer):
-        # weights_only: Lightning's own read of the file is as safe as load_checkpoint's (airlab.checkpoints).
+        # weights_only: Lightning's own read is as safe as load_checkpoint's (airlab.resume.checkpoint).
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         fit_time_s = time.perf_counter() - fit_started
         fit_metrics = dict(trainer.callback_metrics)
@@ -166,3 +171,41 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         write_tensorboard_summary(trainer, module.config, metrics)
         log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
     return metrics
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, test with the final weights and write metrics.json in the run directory (see
+    :func:`run_training`); returns ``metrics[optimized_metric]`` for Optuna and ``summary.csv``.
+    With ``resume_sweep=true``, a sweep job that finished before is not trained again: its metrics are
+    read back (:func:`airlab.tracking.sweep.finished_job_metrics`). A run that fails on a user's error or an
+    unwritable place (a full disk) ends in one line, and a sweep job is recorded as failed."""
+    metrics = finished_job_metrics(cfg)
+    if metrics is None:
+        try:
+            metrics = run_training(cfg)
+        except AirlabError as err:
+            record_failed_job(str(err))  # a sweep's summary.csv says so (nothing outside a multirun)
+            raise
+        except Exception as err:  # a full disk, a read-only folder (also when a library wraps the
+            line = unwritable(err)  # OSError): one line, the job marked failed
+            if line is None:
+                raise
+            record_failed_job(line)
+            raise OutputError(line) from None
+    optimized = cfg.get("optimized_metric")
+    return metrics.get(optimized) if optimized else None
+
+
+class StudySettings:
+    """The ``study.*`` options; their values (and defaults) are in configs/study.yaml."""
+
+    def __init__(self, threshold: Annotated[float, Range(gt=0, le=1)]) -> None:
+        self.threshold = threshold
+
+
+def study_job(cfg: DictConfig) -> float | None:
+    """Check ``study.*``, then train (see :mod:`airlab.training.run`); returns ``optimized_metric``."""
+    check_node("study", StudySettings, cfg.get("study") or {})
+    metrics = run_training(cfg)
+    optimized = cfg.get("optimized_metric")
+    return metrics.get(optimized) if optimized else None

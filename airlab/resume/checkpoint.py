@@ -9,7 +9,7 @@ a plain dict, Pyro's state and the random generators as tensors), and every read
 evaluate, the variance report and the study. A file that needs anything else unpickled is refused in one
 line before any of it is built (so a ``__reduce__`` in it never runs). A file you trust that holds numpy
 arrays (a random state saved as numpy) can be converted, explicitly, with
-``python -m airlab.checkpoints convert IN OUT`` (:func:`convert_checkpoint`): it admits numpy's array
+``python -m airlab.resume.checkpoint convert IN OUT`` (:func:`convert_checkpoint`): it admits numpy's array
 types only, never arbitrary code, and writes the same content as tensors.
 """
 
@@ -27,12 +27,12 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from airlab.build import build_model
+from airlab.compat.torch_internals import numpy_array_types
 from airlab.config.replay import config_differences
+from airlab.contracts.model import GenerativeModel
 from airlab.errors import CheckpointError, ConfigError
-from airlab.models.base import GenerativeModel
-from airlab.svi_module import CONFIG_KEY, NUM_TRAIN_KEY, PARAM_STORE_KEY
-from airlab.sweep import job_checkpoint
+from airlab.resume.training_state import CONFIG_KEY, NUM_TRAIN_KEY, PARAM_STORE_KEY
+from airlab.tracking.sweep import job_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
         raise CheckpointError(
             f"ckpt_path: {path} holds objects that are not tensors or plain data{what}, so it was not "
             "loaded and nothing in it ran; airlab writes none. If you trust the file (an old airlab "
-            "checkpoint), convert it: python -m airlab.checkpoints convert FILE NEW_FILE"
+            "checkpoint), convert it: python -m airlab.resume.checkpoint convert FILE NEW_FILE"
         ) from None
     except Exception as err:
         raise CheckpointError(
@@ -217,18 +217,16 @@ def check_resumable(
     check_training_state(module, checkpoint, cfg, ckpt_path)
 
 
-def load_model(
-    cfg: DictConfig, datamodule: pl.LightningDataModule, checkpoint: dict[str, Any], ckpt_path: str
-) -> GenerativeModel:
-    """Build the configured model (:func:`airlab.build.build_model`) and load the checkpoint's weights,
-    refusing any mismatch in one line."""
+def load_model_weights(
+    model: GenerativeModel, checkpoint: dict[str, Any], cfg: DictConfig, ckpt_path: str
+) -> None:
+    """Load the checkpoint's weights into ``model`` (built from ``cfg``), refusing in one line another
+    model class or weights that do not fit."""
     trained = checkpoint[CONFIG_KEY]
     check_model_target(trained, cfg, ckpt_path)
-    model = build_model(cfg.model, datamodule)
     state = model_state(checkpoint)
     check_fits(model.state_dict(), state, trained, cfg, ckpt_path, "evaluate")
     model.load_state_dict(state)
-    return model
 
 
 def load_weights(model: GenerativeModel, state: dict[str, torch.Tensor], name: str) -> None:
@@ -249,13 +247,6 @@ def load_weights(model: GenerativeModel, state: dict[str, torch.Tensor], name: s
 
 
 # -- conversion of a trusted file ------------------------------------------------------------------
-
-
-def numpy_array_types() -> list[Any]:
-    """The globals a pickled numpy array or scalar needs (array reconstruction and dtypes): data only."""
-    core = getattr(np, "_core", None) or np.core
-    dtypes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
-    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *dtypes]
 
 
 def as_plain(value: Any) -> Any:
@@ -289,10 +280,10 @@ def convert_checkpoint(source: str | Path, target: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m airlab.checkpoints convert IN OUT``."""
+    """``python -m airlab.resume.checkpoint convert IN OUT``."""
     from airlab.errors import report_user_errors
 
-    parser = argparse.ArgumentParser(prog="python -m airlab.checkpoints", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m airlab.resume.checkpoint", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     convert = sub.add_parser("convert", help="rewrite a trusted checkpoint as tensors and plain data")
     convert.add_argument("source")

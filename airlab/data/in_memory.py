@@ -15,7 +15,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from airlab.data.resumable import EpochSampler, ResumableLoader
+from airlab.contracts.options import ChecksOptions
+from airlab.resume.loader import EpochSampler, ResumableLoader
 
 Binarize = Literal["none", "fixed", "dynamic"]
 
@@ -83,7 +84,7 @@ def make_loader(
 ) -> DataLoader:
     # Dropping the ragged last batch keeps every training batch the same shape: a decaying-average
     # baseline is a per-position tensor, and a jit-compiled loss is traced for one batch size.
-    """A resumable DataLoader over ``dataset`` (:mod:`airlab.data.resumable`); ``drop_last`` only when
+    """A resumable DataLoader over ``dataset`` (:mod:`airlab.resume.loader`); ``drop_last`` only when
     the dataset holds more than one batch. Shuffling is seeded by torch's seed (``seed``) and the epoch,
     and no loader draws from the global generators: resuming a run replays its data exactly."""
     drop_last = drop_last and len(dataset) > batch_size
@@ -118,7 +119,7 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[torch.T
     return parts
 
 
-class InMemoryDataModule(pl.LightningDataModule):
+class InMemoryDataModule(ChecksOptions, pl.LightningDataModule):
     """Loaders over ``self.datasets`` (split name -> ``BatchedTensorDataset``), which ``setup`` fills.
 
     Training batches are shuffled and all ``batch_size`` images (the ragged last batch is dropped);

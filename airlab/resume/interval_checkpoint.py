@@ -6,17 +6,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any
-from weakref import proxy
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
-from airlab.atomic import atomic_path
+from airlab.compat.lightning_internals import ModelCheckpointSteps
+from airlab.contracts.options import ChecksOptions
 from airlab.errors import ConfigError
-from airlab.nonfinite import all_finite
+from airlab.estimators.nonfinite import all_finite
+from airlab.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def interrupting_signal(exception: BaseException) -> str | None:
     return None
 
 
-class IntervalCheckpoint(ModelCheckpoint):
+class IntervalCheckpoint(ChecksOptions, ModelCheckpointSteps):
     """Lightning's ``ModelCheckpoint`` that also saves when training ends between intervals or is
     interrupted, and never leaves a half-written checkpoint.
 
@@ -44,7 +44,7 @@ class IntervalCheckpoint(ModelCheckpoint):
 
     SIGTERM or SIGINT (Ctrl+C) during training saves ``last.ckpt`` for the step reached and logs its
     path (:meth:`on_exception`). Each file is written to a temporary file beside it and renamed over
-    it (:func:`airlab.atomic.atomic_path`), so a crash or a full disk during a save leaves the previous
+    it (:func:`airlab.utils.atomic.atomic_path`), so a crash or a full disk during a save leaves the previous
     checkpoint intact; after SIGKILL, ``ckpt_path=last`` loses at most the steps since the last save
     (``every_n_train_steps``).
     """
@@ -62,7 +62,7 @@ class IntervalCheckpoint(ModelCheckpoint):
                 f"checkpoints are saved on one interval; add {prefix}.{other}=null",
             )
 
-    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+    def write_file(self, trainer: pl.Trainer, filepath: str) -> None:
         """Lightning's save, through a temporary file that rank 0 (the only writer) renames over
         ``filepath``; the other ranks take part in the collective ``save_checkpoint`` only."""
         if trainer.is_global_zero:
@@ -70,17 +70,12 @@ class IntervalCheckpoint(ModelCheckpoint):
                 trainer.save_checkpoint(tmp, self.save_weights_only)
         else:
             trainer.save_checkpoint(filepath, self.save_weights_only)
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))
 
-    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
-        """Lightning's top-k save, except for a model that is not finite: a nan/inf monitored value
-        (Lightning would rank it as the worst, and keep it when it is the only one) or weights. Such a
-        model is never saved as the best; ``last.ckpt`` still records where the run is."""
-        value = monitor_candidates.get(self.monitor) if self.monitor else None
+    def keeps_as_best(self, trainer: pl.Trainer, candidates: dict[str, Tensor]) -> bool:
+        """Not a model that is not finite: a nan/inf monitored value (Lightning would rank it as the worst,
+        and keep it when it is the only one) or weights. Such a model is never saved as the best;
+        ``last.ckpt`` still records where the run is."""
+        value = candidates.get(self.monitor) if self.monitor else None
         weights = [p.detach() for p in trainer.lightning_module.parameters()]
         if (value is not None and not torch.isfinite(torch.as_tensor(value)).all()) or not all_finite(
             weights
@@ -90,16 +85,14 @@ class IntervalCheckpoint(ModelCheckpoint):
                 trainer.global_step,
                 f"{self.monitor}={float(value)}" if value is not None else "the model",
             )
-            return
-        super()._save_topk_checkpoint(trainer, monitor_candidates)
+            return False
+        return True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Save the top-k candidate and ``last.ckpt`` for the final step unless already saved."""
-        if not self._should_skip_saving_checkpoint(trainer):
-            candidates = self._monitor_candidates(trainer)
-            if self.monitor is None or self.monitor in candidates:
-                self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
+        if not self.step_already_saved(trainer):
+            self.save_best_candidate_now(trainer)
+            self.save_last_now(trainer)
         super().on_train_end(trainer, pl_module)
 
     def on_exception(
@@ -117,13 +110,13 @@ class IntervalCheckpoint(ModelCheckpoint):
                 "interrupted by %s at step %d: save_last is off, no checkpoint saved", signal_name, step
             )
             return
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if not self.step_already_saved(trainer):
+            self.save_last_now(trainer)
         if trainer.is_global_zero and self.last_model_path:
             log.info(
                 "interrupted by %s at step %d: saved %s; resume with ckpt_path=last",
                 signal_name,
-                self._last_global_step_saved,
+                self.last_saved_step,
                 self.last_model_path,
             )
         elif trainer.is_global_zero:

@@ -1,0 +1,4 @@
+"""What models and estimators promise: option markers, GenerativeModel, Estimator and LossOutput.
+
+May import: utils.
+"""
