@@ -173,7 +173,7 @@ def test_no_two_modules_share_a_name():
 
 
 def test_no_file_over_400_lines():
-    files = [*PACKAGE.rglob("*.py"), *(REPO / "scripts").glob("*.py"), *(REPO / "tests").glob("*.py")]
+    files = [*PACKAGE.rglob("*.py"), *(REPO / "scripts").glob("*.py"), *(REPO / "tests").rglob("*.py")]
     long = {str(p.relative_to(REPO)): n for p in files if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
 
@@ -267,3 +267,52 @@ def test_no_private_library_name_outside_compat():
     own = own_private_names()
     outside = [p for p in PACKAGE.rglob("*.py") if "compat" not in p.relative_to(PACKAGE).parts]
     assert [use for path in outside for use in private_uses(path, own)] == []
+
+
+# -- no model names in generic code ----------------------------------------------------------------
+
+#: The packages every model and dataset goes through: they read what a model declares
+#: (``headline_metrics``, ``scalar_charts``, capabilities), never a model's own names.
+GENERIC = (
+    "training",
+    "resume",
+    "config",
+    "contracts",
+    "tracking",
+    "utils",
+    "estimators",
+    "compat",
+    "callbacks",
+)
+MODEL_NAMES = ("count_accuracy", "multimnist", "z_pres")
+
+
+def test_generic_code_names_no_model():
+    found = [
+        f"{path.relative_to(REPO)}:{number}: {name}"
+        for package in GENERIC
+        for path in (PACKAGE / package).rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        for name in MODEL_NAMES
+        if name in line.lower()
+    ]
+    assert found == []
+
+
+# -- tests mirror the packages ---------------------------------------------------------------------
+
+
+def test_tests_mirror_the_packages():
+    """``tests/<package>/test_<module>[_<aspect>].py`` for a module of ``airlab/<package>/``; at the top
+    of ``tests/``, the top-level modules' tests and this file."""
+    misplaced = []
+    for path in (REPO / "tests").rglob("test_*.py"):
+        folder = path.parent.relative_to(REPO / "tests")
+        source = PACKAGE / folder if folder.parts else PACKAGE
+        modules = {p.stem for p in source.glob("*.py") if p.stem != "__init__"}
+        stem = path.stem.removeprefix("test_")
+        if path.name == "test_structure.py" and not folder.parts:
+            continue
+        if not source.is_dir() or not any(stem == m or stem.startswith(f"{m}_") for m in modules):
+            misplaced.append(str(path.relative_to(REPO)))
+    assert misplaced == []

@@ -22,9 +22,6 @@ from airlab.contracts.options import OneOf, Range
 
 log = logging.getLogger(__name__)
 
-#: Metrics shown in a validation line, when logged.
-VALIDATION_METRICS = ("val/elbo", "val/iwae", "val/count_accuracy")
-
 
 def output_is_terminal() -> bool:
     """Whether stdout is an interactive terminal (not a file, a pipe or a scheduler's log)."""
@@ -93,8 +90,9 @@ class PlainProgress(pl.Callback):
         """After each validation (not the sanity check): the validation metrics."""
         if trainer.sanity_checking or not self.active or not trainer.is_global_zero:
             return
-        metrics = trainer.callback_metrics
-        parts = [f"{key} {float(metrics[key]):.4g}" for key in VALIDATION_METRICS if key in metrics]
+        # The validation metrics the progress bar shows: the ELBO, the trained bound, the model's headline.
+        metrics = trainer.progress_bar_metrics
+        parts = [f"{key} {float(value):.4g}" for key, value in metrics.items() if key.startswith("val/")]
         if parts:
             log.info("validation at step %d: %s", trainer.global_step, ", ".join(parts))
 

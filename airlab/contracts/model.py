@@ -76,6 +76,12 @@ class GenerativeModel(ChecksOptions, nn.Module):
     supports_bare_trace_loop: bool = False
     #: Multiply log-densities by N/B (a subsampled data plate) during training.
     scale_to_dataset: bool = False
+    #: The metrics of :meth:`evaluate` (logged as ``val/<name>``, ``test/<name>``) that the progress bar,
+    #: the plain progress lines and ``curves`` show beside the ELBO, most important first.
+    headline_metrics: tuple[str, ...] = ()
+    #: The model's own TensorBoard custom-scalar charts: title -> tag patterns (regular expressions),
+    #: shown in a group named after the model beside airlab's ELBO and gradient-variance groups.
+    scalar_charts: Mapping[str, Sequence[str]] = {}
     #: Batch keys beside :attr:`inputs` that the model's metrics need (e.g. AIR's ``count``).
     required_annotations: tuple[str, ...] = ()
 
@@ -177,7 +183,7 @@ class GenerativeModel(ChecksOptions, nn.Module):
 
         ``None`` (the default) declares nothing, and ``tracegraph`` then tracks provenance at run time
         to find the same terms, at a cost. A declaration must name every such term (a missing one
-        biases the gradient); ``tests/test_air_fast_step.py`` shows how to check one against Pyro.
+        biases the gradient); ``tests/models/test_air_fast_step.py`` shows how to check one against Pyro.
         """
         return None
 

@@ -29,7 +29,8 @@ class _Compiled:
 
     airlab compiles its own surrogates rather than calling Pyro's ``JitTrace_ELBO``: under torch 2.14
     the latter's traced graph counts each ``log_prob_sum`` twice in the backward pass (it feeds both
-    the loss and the surrogate), doubling the model's gradients; tests/test_unbiasedness.py checks it.
+    the loss and the surrogate), doubling the model's gradients;
+    tests/estimators/test_elbo_unbiasedness.py checks it.
     """
 
     name = "compiled"

@@ -8,10 +8,10 @@ terms, without baselines.
 ``enum_counts``: the ELBO with the discrete latents summed out exactly, weighted by the guide.
 
 A model whose discrete latents take few configurations with non-zero probability declares them
-(:meth:`GenerativeModel.discrete_configurations`): AIR with at most T objects has T + 1 (``z_pres`` is
-``1...1 0...0``: n present objects, then none). For each configuration c the guide runs with the discrete
-sites fixed to c and its continuous sites drawn as usual (reparameterised), and the model is scored on
-the same values. With ``q(c)`` the guide's probability of c along that draw,
+(:meth:`GenerativeModel.discrete_configurations`): AIR with at most T objects has T + 1 (its
+presence flags are ``1...1 0...0``: n present objects, then none). For each configuration c the guide
+runs with the discrete sites fixed to c and its continuous sites drawn as usual (reparameterised), and
+the model is scored on the same values. With ``q(c)`` the guide's probability of c along that draw,
 
     ELBO = sum_c E[ q(c) (log p(x, z_c) - log q(z_c)) ]
 

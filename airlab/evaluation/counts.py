@@ -36,7 +36,7 @@ def count_confusion(inferred: torch.Tensor, true: torch.Tensor, max_count: int) 
     return torch.bincount(flat, minlength=(max_count + 1) ** 2).view(max_count + 1, max_count + 1)
 
 
-class AIRCounts:
+class ObjectCounts:
     """Count accuracy, confusion and pictures from one guide draw per image (as ``val/count_accuracy``)."""
 
     def __init__(self, model: torch.nn.Module, num_images: int, num_errors: int) -> None:

@@ -229,7 +229,7 @@ def latent_pictures(
     return pictures
 
 
-def vae_pictures(
+def latent_space_pictures(
     model: torch.nn.Module,
     loader: Iterable[dict[str, torch.Tensor]],
     settings: EvalSettings,

@@ -58,6 +58,11 @@ class AIR(GenerativeModel):
     max_plate_nesting = 1
     has_enumerable_discrete_latents = True  # n present objects, then none: max_steps + 1 counts
     required_annotations = ("count",)
+    headline_metrics = ("count_accuracy",)
+    scalar_charts = {
+        "count accuracy": (r"val/count_accuracy", r"test/count_accuracy"),
+        "z_pres probability": (r"train/z_pres_prob/.*",),
+    }
 
     def __init__(
         self,

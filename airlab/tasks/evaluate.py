@@ -25,8 +25,8 @@ from airlab.config import check_node, resolve_device, validate_config
 from airlab.config.replay import merge_overrides
 from airlab.data.spec import describe_data
 from airlab.evaluation.bounds import dataset_bounds, summarise
-from airlab.evaluation.counts import AIRCounts
-from airlab.evaluation.latent_pictures import vae_pictures
+from airlab.evaluation.counts import ObjectCounts
+from airlab.evaluation.latent_pictures import latent_space_pictures
 from airlab.evaluation.settings import EvalSettings
 from airlab.resume.checkpoint import check_model_target, load_checkpoint, load_model_weights
 from airlab.resume.training_state import CONFIG_KEY
@@ -124,7 +124,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
 
     counts = None
     if model.has_object_counts and "count" in describe_data(datamodule).keys:
-        counts = AIRCounts(model, settings.num_images, settings.num_errors)
+        counts = ObjectCounts(model, settings.num_images, settings.num_errors)
     chunk = min(settings.iwae_chunk, settings.iwae_k)
     bounds_started = time.perf_counter()
     bounds = dataset_bounds(
@@ -177,7 +177,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
         pictures.update(counts.pictures(run_dir, confusion, settings.picture_scale, writers, split, step))
     if model.has_latent_space and (settings.tsne or settings.pictures):
         tsne_started = time.perf_counter()
-        files, tsne = vae_pictures(model, loader, settings, run_dir, split, writers, step)
+        files, tsne = latent_space_pictures(model, loader, settings, run_dir, split, writers, step)
         pictures.update(files)
         if tsne is not None:
             results["tsne_points"] = len(tsne.embedding)

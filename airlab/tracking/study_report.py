@@ -2,8 +2,9 @@
 arm (``study.md``) and a picture (``study.png``), written at the sweep root when the multirun ends.
 
 An arm is an option of ``configs/study_arm/`` (an estimator and its baseline); a run is one arm with one
-seed, one job of the sweep. A run's curve is its ``val/count_accuracy`` and ``val/elbo`` at every
-validation, with the wall-clock time since training began (``throughput/elapsed_s``).
+seed, one job of the sweep. A run's curve is its ``study.metric`` (the AIR study: its count accuracy)
+and ``val/elbo`` at every validation, with the wall-clock time since training began
+(``throughput/elapsed_s``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ from airlab.utils.atomic import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-ACCURACY, ELBO = "val/count_accuracy", "val/elbo"
-CSV_COLUMNS = ("arm", "seed", "job", "step", "seconds", "count_accuracy", "elbo")
+ELBO = "val/elbo"
+
+
+def metric_name(metric: str) -> str:
+    """``val/elbo`` -> ``elbo``: the column and the label of a study's metric."""
+    return metric.split("/", 1)[-1]
 
 
 @dataclass
@@ -46,7 +51,7 @@ def job_overrides(job_dir: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in saved_overrides(job_dir) or [] if "=" in line)
 
 
-def read_study(sweep_dir: Path) -> list[StudyRun]:
+def read_study(sweep_dir: Path, metric: str) -> list[StudyRun]:
     """Every finished-or-not job of the sweep that has TensorBoard events, in job order."""
     runs = []
     for job_dir in sorted(
@@ -55,7 +60,7 @@ def read_study(sweep_dir: Path) -> list[StudyRun]:
         if not (job_dir / "tensorboard").is_dir():
             continue
         overrides = job_overrides(job_dir)
-        curve = read_curve(job_dir, ACCURACY)
+        curve = read_curve(job_dir, metric)
         elbo = {step + 1: value for step, value in read_scalars(job_dir, (ELBO,))[ELBO]}
         seed = overrides.get("seed")
         runs.append(
@@ -74,7 +79,8 @@ def write_csv(runs: list[StudyRun], path: Path) -> None:
     """``study.csv``: one row per run per validation point."""
     with atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
+        name = metric_name(runs[0].curve.metric) if runs else "metric"
+        writer.writerow(("arm", "seed", "job", "step", "seconds", name, "elbo"))
         for run in runs:
             for point in run.curve.points:
                 elbo = run.elbo.get(point.step)
@@ -117,8 +123,9 @@ def arm_rows(runs: list[StudyRun], threshold: float) -> list[dict[str, Any]]:
 def markdown(runs: list[StudyRun], threshold: float) -> str:
     """``study.md``: per arm, the median (range) over seeds of the accuracy at the budget, the steps
     and minutes to ``threshold`` (over the runs that reached it), and the success rate."""
+    label = metric_name(runs[0].curve.metric).replace("_", " ") if runs else "metric"
     header = (
-        f"| arm | runs | count accuracy at the budget, median (range) | steps to {threshold:.0%} | "
+        f"| arm | runs | {label} at the budget, median (range) | steps to {threshold:.0%} | "
         f"minutes to {threshold:.0%} | success (≥ {threshold:.0%} at the budget) | steps at the budget |"
     )
     lines = [header, "|---|---|---|---|---|---|---|"]
@@ -175,14 +182,15 @@ def plot(runs: list[StudyRun], path: Path, threshold: float) -> None:
         axes.axhline(100 * threshold, color="grey", linestyle="--", linewidth=1)
         axes.set_xlabel(xlabel)
         axes.grid(alpha=0.3)
-    by_time.set_ylabel("validation count accuracy (%)")
+    by_time.set_ylabel(f"validation {metric_name(runs[0].curve.metric).replace('_', ' ')} (%)")
     by_step.legend(loc="lower right", fontsize=8)
     save_figure(figure, path)
 
 
-def write_study(sweep_dir: Path, threshold: float) -> list[Path]:
-    """Write ``study.csv``, ``study.md`` and ``study.png`` in ``sweep_dir``; returns their paths."""
-    runs = read_study(sweep_dir)
+def write_study(sweep_dir: Path, threshold: float, metric: str) -> list[Path]:
+    """Write ``study.csv``, ``study.md`` and ``study.png`` in ``sweep_dir`` for ``metric`` (a validation
+    tag); returns their paths."""
+    runs = read_study(sweep_dir, metric)
     if not runs:
         return []
     paths = [sweep_dir / "study.csv", sweep_dir / "study.md", sweep_dir / "study.png"]
@@ -197,6 +205,6 @@ class StudySummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Gather every job's curve and write study.csv, study.md and study.png."""
-        threshold = float(config.get("study", {}).get("threshold", 0.9))
-        for path in write_study(Path(config.hydra.sweep.dir), threshold):
+        study = config.study
+        for path in write_study(Path(config.hydra.sweep.dir), float(study.threshold), str(study.metric)):
             log.info("study: %s", path)

@@ -124,14 +124,15 @@ class SVIModule(pl.LightningModule):
         if self.estimator.reports_bound is not None:
             # The bound being trained, with its K particles, next to the ELBO.
             bound = -self.estimator(self.model_fn, self.guide_fn, *inputs).loss / batch_size
-            self.log(f"{stage}/{self.estimator.reports_bound}", bound, batch_size=batch_size, sync_dist=True)
+            bound_tag = f"{stage}/{self.estimator.reports_bound}"
+            self.log(bound_tag, bound, prog_bar=stage == "val", batch_size=batch_size, sync_dist=True)
         with torch.no_grad():
             metrics, outputs = self.model.evaluate(batch)
         for name, value in metrics.items():
             self.log(
                 f"{stage}/{name}",
                 value,
-                prog_bar=name == "count_accuracy",
+                prog_bar=name in self.model.headline_metrics,
                 batch_size=batch_size,
                 sync_dist=True,
             )

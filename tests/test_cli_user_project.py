@@ -245,7 +245,7 @@ def test_estimator_combinations_apply_to_a_users_model(user_cfg):
     validate_config(user_cfg(["model=mine", "elbo=meanfield"]))  # fully reparameterised: allowed
     cfg = user_cfg(["model=mine", "elbo=trace", "elbo.vectorize_particles=true"])
     with open_dict(cfg):
-        cfg.model = {"_target_": "tests.test_user_project.NoParticleBatches"}
+        cfg.model = {"_target_": "tests.test_cli_user_project.NoParticleBatches"}
     with pytest.raises(
         ConfigError, match=r"^elbo.vectorize_particles: true is not valid for model=noparticle"
     ):

@@ -45,7 +45,7 @@ class ResumeProbe(pl.Callback):
             (Path(trainer.default_root_dir) / "probe.json").write_text(json.dumps(self.seen))
 
 
-PROBE = "+callbacks.resume_probe._target_=tests.test_resume.ResumeProbe"
+PROBE = "+callbacks.resume_probe._target_=tests.resume.test_training_state.ResumeProbe"
 
 
 def probe(cfg) -> dict:

@@ -44,7 +44,7 @@ def fake_sweep(root: Path) -> Path:
 
 
 def test_study_files_hold_every_point_and_the_per_arm_figures(tmp_path):
-    paths = write_study(fake_sweep(tmp_path), threshold=0.9)
+    paths = write_study(fake_sweep(tmp_path), threshold=0.9, metric="val/count_accuracy")
     assert [p.name for p in paths] == ["study.csv", "study.md", "study.png"]
     rows = list(csv.DictReader(open(paths[0])))
     assert len(rows) == 12  # 2 arms x 2 seeds x 3 validations

@@ -141,7 +141,7 @@ def test_air_pictures_and_worst_errors_on_a_hand_made_batch(tmp_path):
     from airlab.evaluation.air_pictures import WorstCountErrors, attention_grid, windows_grid
     from airlab.models.air import AIR
     from airlab.utils.figures import save_figure
-    from tests.test_air import SMALL
+    from tests.models.test_air import SMALL
 
     torch.manual_seed(0)
     pyro.set_rng_seed(0)

@@ -102,7 +102,7 @@ def test_a_nan_loss_is_skipped_and_not_logged(make_cfg, monkeypatch):
         monkeypatch,
         [
             "trainer.max_steps=5",
-            "elbo._target_=tests.test_nonfinite.NaNLossTrace",
+            "elbo._target_=tests.estimators.test_nonfinite.NaNLossTrace",
             "+elbo.nan_calls=[1]",
         ],
     )

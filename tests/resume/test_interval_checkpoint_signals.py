@@ -17,7 +17,7 @@ import torch
 
 from airlab.training.run import EXIT_SIGTERM, train
 from tests.conftest import FAST, REPO_ROOT
-from tests.test_resume import PROBE, probe
+from tests.resume.test_training_state import PROBE, probe
 
 
 class StepFile(pl.Callback):
@@ -34,7 +34,11 @@ SMALL = [
     "callbacks.grad_variance.every_n_steps=0",
     "trainer.max_epochs=100000",
 ]
-ENDLESS = [*SMALL, "trainer.max_steps=100000", "+callbacks.step_file._target_=tests.test_signals.StepFile"]
+ENDLESS = [
+    *SMALL,
+    "trainer.max_steps=100000",
+    "+callbacks.step_file._target_=tests.resume.test_interval_checkpoint_signals.StepFile",
+]
 
 
 def start_training(log_dir: Path, *overrides: str) -> subprocess.Popen:

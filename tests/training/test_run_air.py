@@ -54,7 +54,7 @@ SMALL_AIR = [
 
 
 def test_tracegraph_air_trains_and_logs_the_air_tags(make_cfg):
-    probe = "+callbacks.elbo_probe._target_=tests.test_air_training.ElboProbe"
+    probe = "+callbacks.elbo_probe._target_=tests.training.test_run_air.ElboProbe"
     cfg = make_cfg(FAST + SMALL_AIR + ["trainer.max_steps=30", "trainer.max_epochs=100", "seed=0", probe])
     train(cfg)
     run_dir = Path(cfg.paths.output_dir)
@@ -80,7 +80,7 @@ def test_tracegraph_air_trains_and_logs_the_air_tags(make_cfg):
 
 def test_vimco_trains_air_and_reports_the_iwae_bound(make_cfg):
     """``elbo=vimco`` on AIR (no learned baseline: VIMCO's leave-one-out signal replaces it)."""
-    probe = "+callbacks.elbo_probe._target_=tests.test_air_training.ElboProbe"
+    probe = "+callbacks.elbo_probe._target_=tests.training.test_run_air.ElboProbe"
     overrides = ["elbo=vimco", "elbo.num_particles=2", "model.baseline=none", probe]
     cfg = make_cfg(
         FAST + SMALL_AIR + overrides + ["trainer.max_steps=30", "trainer.max_epochs=100", "seed=0"]
@@ -95,7 +95,7 @@ def test_vimco_trains_air_and_reports_the_iwae_bound(make_cfg):
 
 def test_count_enumeration_trains_air(make_cfg):
     """``elbo=enum_counts`` on AIR: the counts summed out, no baseline, and it learns."""
-    probe = "+callbacks.elbo_probe._target_=tests.test_air_training.ElboProbe"
+    probe = "+callbacks.elbo_probe._target_=tests.training.test_run_air.ElboProbe"
     overrides = ["elbo=enum_counts", "model.baseline=none", probe]
     cfg = make_cfg(
         FAST + SMALL_AIR + overrides + ["trainer.max_steps=30", "trainer.max_epochs=100", "seed=0"]

@@ -9,7 +9,7 @@ import pytest
 from airlab.config import validate_config
 from airlab.errors import ConfigError
 from airlab.training.run import run_training
-from tests.test_configs import options
+from tests.config.test_validate import options
 
 DEBUG = ["fast", "limit", "overfit", "profiler"]
 PRESETS = [

@@ -173,7 +173,7 @@ def test_cache_that_cannot_be_rewritten_is_one_line_naming_it(tmp_path, digits, 
 
 def test_script_reports_and_rebuilds_a_truncated_cache(make_cfg, tmp_path, capsys, caplog):
     import airlab.tasks.generate_multimnist as script
-    from tests.test_multimnist import SMALL
+    from tests.data.test_multimnist import SMALL
 
     cfg = make_cfg(
         ["data.source=bundled", *(f"data.{k}={v}" for k, v in SMALL.items())], "generate_multimnist"

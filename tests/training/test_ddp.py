@@ -16,7 +16,7 @@ from pytorch_lightning.strategies.launchers import subprocess_script
 import __main__
 from airlab.training.ddp import child_command, install
 from tests.conftest import run_script
-from tests.test_ddp_equality import TOLERANCE, FixedNoise
+from tests.training.test_ddp_equality import TOLERANCE, FixedNoise
 
 LOCAL_BATCH = 4  # images per rank; the single process takes 2 * LOCAL_BATCH
 DDP_ON_TWO_CPUS = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
@@ -57,7 +57,7 @@ def test_ddp_ranks_see_different_data_and_keep_identical_weights(tmp_path):
         "trainer.max_epochs=5",
         "test=false",
         "callbacks.progress_bar=null",
-        "+callbacks.digest._target_=tests.test_ddp.WeightDigest",
+        "+callbacks.digest._target_=tests.training.test_ddp.WeightDigest",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
     digests = [json.loads((tmp_path / "run" / f"digest_rank{r}.json").read_text()) for r in (0, 1)]
@@ -68,7 +68,7 @@ def test_ddp_ranks_see_different_data_and_keep_identical_weights(tmp_path):
 
 class FixedStep(pl.Callback):
     """Makes a rank's step a fixed slice of a fixed global batch, with fixed guide noise (see
-    ``tests/test_ddp_equality.py``), and saves the parameters before and after and the gradients
+    ``tests/training/test_ddp_equality.py``), and saves the parameters before and after and the gradients
     that the optimizer sees (after DDP's all-reduce) as ``step_rank<r>.pt`` in the run directory."""
 
     def __init__(self) -> None:
@@ -105,7 +105,7 @@ FIXED_STEP = [
     "trainer.limit_val_batches=2",
     "test=false",
     "callbacks.progress_bar=null",
-    "+callbacks.fixed_step._target_=tests.test_ddp.FixedStep",
+    "+callbacks.fixed_step._target_=tests.training.test_ddp.FixedStep",
 ]
 
 

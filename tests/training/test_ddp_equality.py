@@ -95,7 +95,7 @@ def build_module(case: str) -> SVIModule:
     if case == "vae-trace":
         model, estimator = VAE(image_shape=(1, 8, 8), z_dim=3, hidden_dim=16), TraceEstimator()
     else:
-        from tests.test_air_fast_step import small_air
+        from tests.models.test_air_fast_step import small_air
 
         model, estimator = small_air(case.rsplit("-", 1)[1]), TraceGraphEstimator()
     estimator.bind(model)

@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 
 from airlab.training.run import train
 from tests.conftest import FAST
-from tests.test_air_training import SMALL_AIR
+from tests.training.test_run_air import SMALL_AIR
 
 WARMUP_STEPS = 100
 TOLERANCE_MB = 40.0
@@ -62,7 +62,7 @@ def assert_flat(run_dir: str) -> None:
     assert {(s["params"], s["names"]) for s in late} == {(late[0]["params"], late[0]["names"])}, late
 
 
-SAMPLER = "+callbacks.memory._target_=tests.test_memory.MemorySampler"
+SAMPLER = "+callbacks.memory._target_=tests.training.test_run_memory.MemorySampler"
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ def fake_run(run_dir, accuracies, seconds_per_check=30.0):
 
 def test_read_curve_pairs_each_validation_with_its_time(tmp_path):
     fake_run(tmp_path, [0.5, 0.91, 0.94, 0.96])
-    curve = read_curve(tmp_path)
+    curve = read_curve(tmp_path, "val/count_accuracy")
     assert [(p.step, p.elapsed_s) for p in curve.points] == [(500, 30), (1000, 60), (1500, 90), (2000, 120)]
     assert curve.first_reaching(0.9).step == 1000
     assert curve.first_reaching(0.95).elapsed_s == 120

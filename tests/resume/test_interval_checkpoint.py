@@ -14,7 +14,7 @@ from airlab.resume.interval_checkpoint import IntervalCheckpoint
 from airlab.tasks.evaluate import evaluate
 from airlab.training.run import train
 from tests.conftest import FAST, compose_config
-from tests.test_data_faults import one_line_error
+from tests.data.test_multimnist_cache import one_line_error
 
 SHORT = [*FAST, "seed=0", "test=false", "callbacks.grad_variance.every_n_steps=0", "model.hidden_dim=32"]
 QUICK_EVAL = ["eval.iwae_k=4", "eval.progress=false", "eval.tsne=false", "eval.pictures=false"]

@@ -18,7 +18,7 @@ from pyro import poutine
 from airlab.errors import ConfigError
 from airlab.estimators import CountEnumerationEstimator, TraceGraphEstimator
 from airlab.models.vae import VAE
-from tests.test_air_fast_step import small_air
+from tests.models.test_air_fast_step import small_air
 
 BATCH = 3
 

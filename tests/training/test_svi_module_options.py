@@ -87,7 +87,7 @@ class WeightProbe(pl.Callback):
 def test_clipped_adam_and_rmsprop_train_the_model(make_cfg, option, name, own_option):
     """``optim=clipped_adam`` / ``optim=rmsprop`` build that optimizer (with its own options) and its
     steps move every parameter of the VAE, with finite losses."""
-    probe = "+callbacks.weight_probe._target_=tests.test_training_options.WeightProbe"
+    probe = "+callbacks.weight_probe._target_=tests.training.test_svi_module_options.WeightProbe"
     cfg = make_cfg(
         [
             *FAST,

@@ -187,7 +187,7 @@ def test_air_evaluation_writes_counts_confusion_and_attention_pictures(air_ckpt,
 
 
 def test_script_refuses_a_mismatched_override_with_one_line(vae_ckpt, tmp_path):
-    from tests.test_scripts import run_script
+    from tests.test_cli import run_script
 
     result = run_script("evaluate.py", f"ckpt_path={vae_ckpt}", "model.z_dim=10", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
