@@ -11,10 +11,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from airlab.contracts.estimator import LossOutput
 from airlab.errors import report_user_errors
 from airlab.estimators import TraceEstimator
 from airlab.estimators.nonfinite import all_finite
-from airlab.contracts.estimator import LossOutput
 from airlab.training.run import train
 from tests.conftest import FAST, read_events
 
