@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -76,6 +76,25 @@ class NonFiniteGuard:
                 "earlier checkpoint"
             )
         return True
+
+    def screen_step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        losses_finite: bool,
+        step: int,
+        agree: Callable[[bool], bool] | None = None,
+    ) -> None:
+        """Before ``optimizer`` steps: when a loss since the last step (``losses_finite`` false) or any
+        gradient is not finite, drop every gradient, so that the optimizer leaves weights and state alone.
+        ``agree`` makes the ranks of a DDP run decide together: one rank's fault skips the step everywhere."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        bad = not losses_finite or not all_finite(grads)
+        if agree is not None:
+            bad = agree(bad)
+        if self.should_skip(bad, step):
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
 
     def state_dict(self) -> dict[str, float | int | None]:
         """The counters, for checkpoints (a resumed run keeps counting)."""

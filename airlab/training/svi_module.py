@@ -23,7 +23,7 @@ from airlab.contracts.model import GenerativeModel
 from airlab.contracts.options import Range
 from airlab.estimators import elbo_estimate
 from airlab.estimators.baselines import rank_and_world, synchronise_averages
-from airlab.estimators.nonfinite import NonFiniteGuard, all_finite
+from airlab.estimators.nonfinite import NonFiniteGuard
 from airlab.resume.training_state import TrainingState
 from airlab.training.optimization import clip_each_group, parameter_groups
 
@@ -65,11 +65,6 @@ class SVIModule(pl.LightningModule):
             return self.num_train / batch_size
         return 1.0
 
-    @staticmethod
-    def world_size() -> int:
-        """The number of DDP ranks (1 unless torch.distributed is initialised)."""
-        return rank_and_world()[1]
-
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One SVI step on the model's declared inputs: log ``train/loss`` and ``train/elbo`` per item;
         return the surrogate.
@@ -82,7 +77,7 @@ class SVIModule(pl.LightningModule):
         self.model.on_train_step(self.global_step)
         inputs = self.model.batch_inputs(batch)
         batch_size = inputs[0].shape[0]
-        world = self.world_size()
+        world = rank_and_world()[1]  # DDP's ranks
         scale = self.loss_scale(batch_size * world)
         with self.distribution_checks():
             out = self.estimator(self.model_fn, self.guide_fn, *inputs, scale=scale)
@@ -129,13 +124,8 @@ class SVIModule(pl.LightningModule):
         with torch.no_grad():
             metrics, outputs = self.model.evaluate(batch)
         for name, value in metrics.items():
-            self.log(
-                f"{stage}/{name}",
-                value,
-                prog_bar=name in self.model.headline_metrics,
-                batch_size=batch_size,
-                sync_dist=True,
-            )
+            headline = name in self.model.headline_metrics
+            self.log(f"{stage}/{name}", value, prog_bar=headline, batch_size=batch_size, sync_dist=True)
         return outputs
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -158,15 +148,10 @@ class SVIModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Skip the step when its loss or any gradient is not finite (all ranks agree): drop every
         gradient, so the optimizer leaves weights and state alone. Logs ``train/skipped_steps``."""
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        bad = not self._losses_finite or not all_finite(grads)
+        strategy = self.trainer.strategy if self.trainer.world_size > 1 else None
+        agree = (lambda bad: strategy.reduce_boolean_decision(bad, all=False)) if strategy else None
+        self.nonfinite.screen_step(optimizer, self._losses_finite, self.global_step, agree)
         self._losses_finite = True
-        if self.trainer.world_size > 1:  # DDP: one rank's fault skips the step everywhere
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if self.nonfinite.should_skip(bad, self.global_step):
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    p.grad = None
         self.log("train/skipped_steps", float(self.nonfinite.skipped), on_step=True, on_epoch=False)
 
     def configure_gradient_clipping(

@@ -168,7 +168,7 @@ def test_two_emulated_ranks_in_one_process_equal_one_process(monkeypatch):
     for module, noise in zip(ranks, noises, strict=True):
         module.guide_fn = noise(module.model.guide)
         optimizers.append(module.configure_optimizers())
-    monkeypatch.setattr(SVIModule, "world_size", staticmethod(lambda: WORLD))
+    monkeypatch.setattr(airlab.training.svi_module, "rank_and_world", lambda: (0, WORLD))
     monkeypatch.setattr(
         airlab.training.svi_module, "synchronise_averages", lambda: None
     )  # the store is shared
