@@ -18,15 +18,25 @@ from airlab.models.vae import VAE
 from airlab.tasks.benchmark import compares_bare_loop
 
 
-def test_models_declare_their_capabilities():
-    base = GenerativeModel
-    assert not base.has_discrete_latents and base.supports_vectorized_particles
-    assert not (base.has_object_counts or base.has_latent_space or base.supports_bare_trace_loop)
-    assert VAE.has_latent_space and VAE.supports_bare_trace_loop and not VAE.has_object_counts
-    assert not VAE.has_discrete_latents and VAE.supports_vectorized_particles
-    assert AIR.has_object_counts and AIR.has_discrete_latents and not AIR.supports_vectorized_particles
-    assert not AIR.has_latent_space and not AIR.supports_bare_trace_loop
-    assert not VAE().uses_decaying_avg_baseline()
+def test_what_a_model_declares_decides_which_estimators_train_it():
+    """The declarations act: a reparameterised-only bound refuses AIR (discrete latents) and takes the
+    VAE; the count enumeration needs AIR's declared configurations; vectorised particles need the
+    model's support for them."""
+    from airlab.contracts.estimator import check_estimator_fits_model
+    from airlab.estimators import CountEnumerationEstimator, MeanFieldEstimator, TraceEstimator
+
+    fits = dict(vectorize_particles=False, baseline_kind="none")
+    with pytest.raises(ConfigError, match="elbo=meanfield needs a fully reparameterised guide"):
+        check_estimator_fits_model(MeanFieldEstimator, AIR, **fits)
+    check_estimator_fits_model(MeanFieldEstimator, VAE, **fits)
+    with pytest.raises(ConfigError, match="declares no discrete configurations"):
+        check_estimator_fits_model(CountEnumerationEstimator, VAE, **fits)
+    check_estimator_fits_model(CountEnumerationEstimator, AIR, **fits)
+    with pytest.raises(ConfigError, match="elbo.vectorize_particles"):
+        check_estimator_fits_model(TraceEstimator, AIR, vectorize_particles=True, baseline_kind="none")
+    check_estimator_fits_model(
+        TraceEstimator, GenerativeModel, vectorize_particles=True, baseline_kind="none"
+    )
 
 
 @pytest.mark.parametrize(
