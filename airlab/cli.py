@@ -13,6 +13,7 @@ whichever entry point ran it.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -35,79 +36,50 @@ def run(app: Callable[[], Any]) -> None:
     run_hydra_app(app)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def train_app(cfg: DictConfig) -> float | None:
-    """Fit, test and write metrics.json (``airlab.training.run``)."""
-    from airlab.training.run import train as train_task
+def task_app(config_name: str, task: str) -> Callable[[], Any]:
+    """The Hydra app on ``configs/<config_name>.yaml`` that runs ``task`` (``module:function``), its user
+    errors as one line. The task's module is imported when the app runs, after Hydra has composed the
+    config: a mistyped option fails before torch is imported."""
+    module_name, function_name = task.split(":")
 
-    return report_user_errors(train_task, cfg)
+    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)
+    def app(cfg: DictConfig) -> Any:
+        function = getattr(importlib.import_module(module_name), function_name)
+        return report_user_errors(function, cfg)
 
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
-def evaluate_app(cfg: DictConfig) -> None:
-    """Evaluate ``ckpt_path`` (``airlab.tasks.evaluate``)."""
-    from airlab.tasks.evaluate import evaluate as evaluate_task
-
-    report_user_errors(evaluate_task, cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="study")
-def study_app(cfg: DictConfig) -> float | None:
-    """One job of an estimator study (``airlab.training.run``)."""
-    from airlab.training.run import study_job
-
-    return report_user_errors(study_job, cfg)
+    app.__doc__ = f"``{task}`` on the composed ``{config_name}`` config."
+    return app
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="variance_report")
-def variance_report_app(cfg: DictConfig) -> None:
-    """Side-by-side gradient variance (``airlab.tasks.variance_report``)."""
-    from airlab.tasks.variance_report import run_variance_report
-
-    report_user_errors(run_variance_report, cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="benchmark")
-def benchmark_app(cfg: DictConfig) -> None:
-    """Throughput and memory benchmark (``airlab.tasks.benchmark``)."""
-    from airlab.tasks.benchmark import run_benchmark
-
-    report_user_errors(run_benchmark, cfg)
+train_app = task_app("train", "airlab.training.run:train")
+evaluate_app = task_app("evaluate", "airlab.tasks.evaluate:evaluate")
+study_app = task_app("study", "airlab.training.run:study_job")
+variance_report_app = task_app("variance_report", "airlab.tasks.variance_report:run_variance_report")
+benchmark_app = task_app("benchmark", "airlab.tasks.benchmark:run_benchmark")
+generate_multimnist_app = task_app("generate_multimnist", "airlab.tasks.generate_multimnist:generate")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="generate_multimnist")
-def generate_multimnist_app(cfg: DictConfig) -> None:
-    """Build or validate the MultiMNIST cache (``airlab.tasks.generate_multimnist``)."""
-    from airlab.tasks.generate_multimnist import generate
+def command(app: Callable[[], Any], doc: str) -> Callable[[], None]:
+    """A console script that runs ``app`` (:func:`run`); ``doc`` says how it is called."""
 
-    report_user_errors(generate, cfg)
+    def main() -> None:
+        run(app)
 
-
-def train() -> None:
-    """``airlab-train [overrides]``: train a model (``--cfg job`` lists the keys)."""
-    run(train_app)
+    main.__doc__ = doc
+    return main
 
 
-def evaluate() -> None:
-    """``airlab-evaluate ckpt_path=PATH [overrides]``: evaluate a checkpoint."""
-    run(evaluate_app)
-
-
-def study() -> None:
-    """``airlab-study study=<preset> [overrides]``: an estimator study as one multirun."""
-    run(study_app)
-
-
-def variance_report() -> None:
-    """``airlab-variance-report [overrides]``: gradient variance of estimators, side by side."""
-    run(variance_report_app)
-
-
-def benchmark() -> None:
-    """``airlab-benchmark [overrides]``: throughput and memory, against in-run references."""
-    run(benchmark_app)
-
-
-def generate_multimnist() -> None:
-    """``airlab-generate-multimnist [data.* overrides]``: build or validate the MultiMNIST cache."""
-    run(generate_multimnist_app)
+train = command(train_app, "``airlab-train [overrides]``: train a model (``--cfg job`` lists the keys).")
+evaluate = command(evaluate_app, "``airlab-evaluate ckpt_path=PATH [overrides]``: evaluate a checkpoint.")
+study = command(study_app, "``airlab-study study=<preset> [overrides]``: an estimator study as one multirun.")
+variance_report = command(
+    variance_report_app,
+    "``airlab-variance-report [overrides]``: gradient variance of estimators, side by side.",
+)
+benchmark = command(
+    benchmark_app, "``airlab-benchmark [overrides]``: throughput and memory, against references."
+)
+generate_multimnist = command(
+    generate_multimnist_app,
+    "``airlab-generate-multimnist [data.* overrides]``: build or check the MultiMNIST cache.",
+)

@@ -34,6 +34,12 @@ def imported_modules(path: Path, known: set[str]) -> set[str]:
     for node in ast.walk(tree):
         if id(node) in type_only:
             continue
+        # A module named in a ``"airlab.x.y:function"`` string is imported by name (the cli's task table).
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            named = re.fullmatch(r"(airlab(?:\.\w+)+):\w+", node.value)
+            if named and named.group(1) in known:
+                found.add(named.group(1))
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from airlab.callbacks.images import picture_writers, validation_loader
-from airlab.callbacks.run_end import RunEndCallback
+from airlab.callbacks.run_end import Data, RunEndCallback
 from airlab.contracts.options import Range
 from airlab.errors import ConfigError
 from airlab.evaluation.latent_pictures import latent_pictures, latent_tsne
@@ -72,12 +72,7 @@ class LatentSpaceLogger(RunEndCallback):
         if every > 0 and not trainer.sanity_checking and trainer.current_epoch % every == 0:
             self._log(trainer, pl_module)
 
-    def on_run_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        datamodule: pl.LightningDataModule | None = None,
-    ) -> None:
+    def on_run_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule: Data = None) -> None:
         """The t-SNE and pictures of the final model, over ``datamodule``'s validation images."""
         loader = datamodule.val_dataloader() if datamodule is not None else None
         self._log(trainer, pl_module, loader)

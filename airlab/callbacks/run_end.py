@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
+#: The run's data module, when the task passes one.
+Data = pl.LightningDataModule | None
+
 
 class RunEndCallback(pl.Callback):
     """A callback with an ``on_run_end`` hook, which airlab's train task calls after fit and test.
@@ -12,11 +15,6 @@ class RunEndCallback(pl.Callback):
     training time. The train task selects these callbacks with ``isinstance``, not by probing methods.
     """
 
-    def on_run_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        datamodule: pl.LightningDataModule | None = None,
-    ) -> None:
+    def on_run_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule: Data = None) -> None:
         """Called once, after ``trainer.fit`` and ``trainer.test``; ``datamodule`` is the run's data."""
         raise NotImplementedError

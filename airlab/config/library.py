@@ -76,10 +76,10 @@ TRAINER_RULES: dict[str, Rule] = {
     "accumulate_grad_batches": Range(ge=1),
     "gradient_clip_val": Range(ge=0),
     "gradient_clip_algorithm": OneOf(("norm", "value")),
-    "limit_train_batches": BATCH_LIMIT,
-    "limit_val_batches": BATCH_LIMIT,
-    "limit_test_batches": BATCH_LIMIT,
-    "limit_predict_batches": BATCH_LIMIT,
+    **dict.fromkeys(
+        ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches"),
+        BATCH_LIMIT,
+    ),
     "overfit_batches": BATCH_LIMIT,
     "val_check_interval": Predicate(
         is_val_check_interval, "steps (an int >= 1), a fraction of an epoch in (0, 1], or DD:HH:MM:SS"
@@ -91,11 +91,8 @@ TRAINER_RULES: dict[str, Rule] = {
 #: Ranges and choices of Lightning's callbacks' parameters (checkpoints, early stopping, lr monitor).
 CALLBACK_RULES: dict[str, Rule] = {
     "mode": OneOf(("min", "max")),
-    "every_n_epochs": Range(ge=0),
-    "every_n_train_steps": Range(ge=0),
+    **dict.fromkeys(("every_n_epochs", "every_n_train_steps", "patience", "min_delta"), Range(ge=0)),
     "save_top_k": Range(ge=-1),
-    "patience": Range(ge=0),
-    "min_delta": Range(ge=0),
     "logging_interval": OneOf(("step", "epoch")),
 }
 #: Rules of third-party parameters, by the module prefix of the target class.

@@ -36,14 +36,7 @@ every name is re-exported here, so
 ``_target_: airlab.estimators.TraceEstimator`` and the like keep working.
 """
 
-from airlab.contracts.estimator import (
-    DATA_PLATE,
-    PARTICLE_PLATE,
-    Estimator,
-    LossOutput,
-    Particles,
-    PlateNesting,
-)
+from airlab.contracts.estimator import DATA_PLATE, PARTICLE_PLATE, Estimator, LossOutput
 from airlab.estimators.compiled import JitTraceEstimator, JitTraceGraphEstimator, callable_key
 from airlab.estimators.elbo import (
     DEPENDENCIES,
@@ -68,8 +61,6 @@ __all__ = [
     "JitTraceGraphEstimator",
     "LossOutput",
     "MeanFieldEstimator",
-    "Particles",
-    "PlateNesting",
     "RenyiEstimator",
     "TraceEstimator",
     "TraceEnumEstimator",
