@@ -11,7 +11,7 @@ import torch
 
 from airlab.contracts.options import Range
 from airlab.resume.rng import preserved_rng
-from airlab.utils.figures import PICTURE_SCALE, image_grid, reconstruction_grid, upscale
+from airlab.utils.figures import PICTURE_SCALE, image_grid, labelled_rows_figure, reconstruction_grid, upscale
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -134,5 +134,13 @@ class ReconstructionLogger(EpochImageLogger):
             inputs = tuple(x.to(pl_module.device) for x in model.batch_inputs(batch))
             grid = reconstruction_grid(inputs[0], model.reconstruct(*inputs))
             self.add_grid(writers, "val/reconstructions", grid, step)
-        if model.can_sample:
-            self.add_grid(writers, "val/samples", image_grid(model.sample(self.num_images)), step)
+        if not model.can_sample:
+            return
+        rows = model.sample_rows(self.num_images)
+        if len(rows) == 1:
+            self.add_grid(writers, "val/samples", image_grid(next(iter(rows.values()))), step)
+            return
+        # Labelled rows (AIR: a row per number of objects), as one picture.
+        for writer in writers:
+            figure = labelled_rows_figure(rows, "prior samples")
+            writer.add_figure("val/samples", figure, step)

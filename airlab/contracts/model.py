@@ -138,6 +138,12 @@ class GenerativeModel(ChecksOptions, nn.Module):
         ``can_sample`` implement it."""
         raise NotImplementedError
 
+    def sample_rows(self, per_row: int) -> dict[str, torch.Tensor]:
+        """Prior draws for the ``val/samples`` picture, in labelled rows of ``per_row`` items: one row of
+        :meth:`sample` unless the model fixes a discrete choice per row (AIR: 0, 1, 2, ... objects), so
+        that the picture shows what the decoder has learned even where the prior rarely makes it."""
+        return {"prior": self.sample(per_row)}
+
     def uses_decaying_avg_baseline(self) -> bool:
         """Whether the guide asks TraceGraph for Pyro's decaying-average baseline, whose running mean
         lives in Pyro's param store (so a compiled estimator cannot update it)."""

@@ -310,12 +310,24 @@ class AIR(GenerativeModel):
         return self.infer(images)["reconstruction"]
 
     @torch.no_grad()
-    def sample(self, num_samples: int) -> torch.Tensor:
-        """Canvases drawn from the prior (the mean image, without pixel noise)."""
-        trace = pyro.poutine.trace(pyro.poutine.block(self.model, hide_types=["param"])).get_trace(
+    def sample(self, num_samples: int, presence: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Canvases drawn from the prior (the mean image, without pixel noise); ``presence`` fixes
+        ``z_pres_<t>`` sites (``[num_samples, 1]`` each) to draw a chosen number of objects."""
+        model = pyro.poutine.condition(self.model, data=presence) if presence else self.model
+        trace = pyro.poutine.trace(pyro.poutine.block(model, hide_types=["param"])).get_trace(
             self.where_prior_loc.new_zeros(num_samples, *self.image_shape)
         )
         return trace.nodes["obs"]["fn"].base_dist.loc.view(num_samples, *self.image_shape).clamp(0, 1)
+
+    def sample_rows(self, per_row: int) -> dict[str, torch.Tensor]:
+        """A row of canvases with exactly n objects for each n = 0..max_steps: under a small
+        ``z_pres_prior`` the prior alone draws empty canvases, which say nothing of the decoder."""
+        ones = self.where_prior_loc.new_ones(per_row, 1)
+        rows = {}
+        for count in range(self.max_steps + 1):
+            presence = {f"z_pres_{t}": ones if t < count else ones * 0 for t in range(self.max_steps)}
+            rows[f"{count} object{'' if count == 1 else 's'}"] = self.sample(per_row, presence)
+        return rows
 
     # -- what the training glue and monitors read ------------------------------------------------
     def uses_decaying_avg_baseline(self) -> bool:

@@ -91,6 +91,22 @@ def draw_boxes(images: torch.Tensor, boxes: torch.Tensor, present: torch.Tensor)
     return rgb
 
 
+def labelled_rows_figure(rows: dict[str, torch.Tensor], title: str) -> Figure:
+    """Rows of images ``{label: [n, C, H, W]}``, one under another, each labelled on its left."""
+    plt = pyplot()
+    width = max(len(images) for images in rows.values())
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.0 + 0.9 * width, 1.0 * len(rows) + 0.4), dpi=100)
+    for ax, (label, images) in zip([axes] if len(rows) == 1 else axes, rows.items(), strict=True):
+        grid = image_grid(images.detach().cpu(), nrow=len(images))
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def confusion_figure(confusion: torch.Tensor, title: str = "count confusion") -> Figure:
     """A matplotlib figure of a count confusion matrix (rows: true, columns: inferred)."""
     plt = pyplot()

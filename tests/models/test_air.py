@@ -263,3 +263,22 @@ def test_baseline_group_is_updated_at_its_own_rate():
     main_steps = [v for n, v in step.items() if not n.startswith("baseline_net.")]
     assert max(baseline_steps) == pytest.approx(0.1, rel=0.01)
     assert max(main_steps) == pytest.approx(1e-4, rel=0.01)
+
+
+def test_prior_samples_come_in_rows_of_a_fixed_number_of_objects():
+    """``val/samples``: with a tiny z_pres prior the prior draws empty canvases; each row fixes the
+    count instead, so row n shows n decoded objects."""
+    from airlab.models.air import AIR
+
+    torch.manual_seed(0)
+    air = AIR(
+        image_shape=(1, 20, 20), max_steps=3, z_what_dim=4, window_size=8, rnn_hidden=8, z_pres_prior=1e-8
+    )
+    air.eval()
+    rows = air.sample_rows(5)
+    assert list(rows) == ["0 objects", "1 object", "2 objects", "3 objects"]
+    assert all(images.shape == (5, 1, 20, 20) for images in rows.values())
+    ink = [float(images.sum()) for images in rows.values()]
+    # The decoder's output bias draws faint ink even for an empty canvas; each object adds more.
+    assert ink[0] < ink[1] < ink[2] < ink[3]
+    assert float(air.sample(5).sum()) == pytest.approx(ink[0], rel=1e-3)  # the prior alone: empty
