@@ -36,6 +36,11 @@ PUBLIC_API = {
     "LossOutput": "airlab.estimators",
     "InMemoryDataModule": "airlab.data.in_memory",
     "ArrayDataModule": "airlab.data.arrays",
+    # runs and sweeps in a notebook (docs/usage.md, "Runs and sweeps in Python")
+    "load_run": "airlab.analysis.runs",
+    "Run": "airlab.analysis.runs",
+    "load_sweep": "airlab.analysis.sweeps",
+    "Sweep": "airlab.analysis.sweeps",
     # errors that end as one line and exit code 2
     "ConfigError": "airlab.errors",
     "DataError": "airlab.errors",

@@ -11,11 +11,18 @@ line before any of it is built (so a ``__reduce__`` in it never runs). A file yo
 arrays (a random state saved as numpy) can be converted, explicitly, with
 ``python -m airlab.resume.checkpoint convert IN OUT`` (:func:`convert_checkpoint`): it admits numpy's array
 types only, never arbitrary code, and writes the same content as tensors.
+
+**Resuming in place.** A resume whose checkpoint lies in this run's own folder (``<run>/checkpoints/``)
+continues that run (:func:`continue_in_place`): its loggers pick up after the checkpoint's step. With
+``resume_in_place=true`` that is required: the run folder must be the checkpoint's (pass
+``hydra.run.dir=<run>``), else the run is refused in one line, and ``ckpt_path=last`` takes this
+folder's own ``last.ckpt`` first. Without it, a resume goes to a new folder (the default).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import pickle
 import re
@@ -37,11 +44,14 @@ from airlab.tracking.sweep import job_checkpoint
 log = logging.getLogger(__name__)
 
 MODEL_PREFIX = "model."
+#: The folder of a run's checkpoints (``callbacks.model_checkpoint.dirpath``'s last part).
+CHECKPOINTS_DIR = "checkpoints"
 
 
 def resolve_checkpoint(cfg: DictConfig) -> str | None:
-    """``ckpt_path``: a file, or ``last`` for the newest ``last.ckpt`` of this task's earlier runs. With
-    ``resume_sweep=true``, a sweep job's own ``last.ckpt`` (from an unfinished earlier run) comes first."""
+    """``ckpt_path``: a file, or ``last`` for the newest ``last.ckpt`` of this task's earlier runs (with
+    ``resume_in_place=true``: this run folder's own, if it has one). With ``resume_sweep=true``, a sweep
+    job's own ``last.ckpt`` (from an unfinished earlier run) comes first."""
     own = job_checkpoint(cfg)
     if own is not None:
         log.info("resume_sweep: resuming this job from %s", own)
@@ -52,6 +62,10 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
     if ckpt_path == "last":
         root = Path(cfg.paths.log_dir) / cfg.task_name
         here = Path(cfg.paths.output_dir).resolve()
+        own = here / CHECKPOINTS_DIR / "last.ckpt"
+        if cfg.get("resume_in_place") and own.is_file():
+            log.info("resuming in place from %s", own)
+            return str(own)
         found = [p for p in root.glob("**/checkpoints/last.ckpt") if here not in p.resolve().parents]
         if not found:
             raise ConfigError("ckpt_path", f"'last' found no checkpoints/last.ckpt under {root}")
@@ -62,6 +76,54 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
     if not path.is_file():
         raise ConfigError("ckpt_path", f"file not found: {path}")
     return str(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class InPlace:
+    """A resume that continues its checkpoint's run folder ``run_dir`` after ``global_step``."""
+
+    run_dir: Path
+    global_step: int
+
+
+def checkpoint_run_dir(ckpt_path: str | Path) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/FILE``), or None for a file elsewhere."""
+    path = Path(ckpt_path).resolve()
+    return path.parent.parent if path.parent.name == CHECKPOINTS_DIR else None
+
+
+def continue_in_place(
+    cfg: DictConfig, ckpt_path: str | None, checkpoint: dict[str, Any] | None
+) -> InPlace | None:
+    """The resume in place of ``ckpt_path`` (read as ``checkpoint``), when it lies in this run's folder
+    ``paths.output_dir``; else None, a resume into a new folder. With ``resume_in_place=true`` anything
+    else is refused in one line: no ``ckpt_path``, or a checkpoint of another run folder (the run folder
+    is Hydra's, made before the task starts: the line says to pass ``hydra.run.dir=<run>``)."""
+    wanted = bool(cfg.get("resume_in_place"))
+    if ckpt_path is None or checkpoint is None:
+        if wanted:
+            raise ConfigError(
+                "resume_in_place", "needs ckpt_path=<run>/checkpoints/last.ckpt (or ckpt_path=last)"
+            )
+        return None
+    run_dir = checkpoint_run_dir(ckpt_path)
+    here = Path(cfg.paths.output_dir).resolve()
+    if run_dir == here:
+        step = int(checkpoint.get("global_step", 0))
+        log.info("resuming in place: %s continues after step %d", here, step)
+        return InPlace(here, step)
+    if not wanted:
+        return None
+    if run_dir is None:
+        raise ConfigError(
+            "resume_in_place",
+            f"{ckpt_path} is not in a run folder's {CHECKPOINTS_DIR}/; resume it with resume_in_place=false",
+        )
+    raise ConfigError(
+        "resume_in_place",
+        f"{ckpt_path} belongs to the run folder {run_dir}, not to this run's ({here}); pass "
+        f"hydra.run.dir={run_dir} to continue it there, or resume_in_place=false for a new folder",
+    )
 
 
 def load_checkpoint(path: str | Path | None) -> dict[str, Any]:

@@ -4,7 +4,8 @@
 sweep root from the job directories' ``metrics.json`` after every job and when the multirun ends. The
 file is replaced atomically under a file lock, so a sweep killed midway keeps the rows of its finished
 jobs, and jobs that end at once in parallel processes (joblib, submitit: ``on_job_end`` runs in the job's
-own process there) never lose each other's rows.
+own process there) never lose each other's rows. Beside it, under the same lock, ``summary_by_config.csv``
+and ``summary.md`` hold each configuration's metrics over seeds (:mod:`airlab.tracking.aggregate`).
 
 Rerunning a sweep into the same ``hydra.sweep.dir`` with ``resume_sweep=true`` skips each job that
 finished before (:func:`finished_job_metrics`: its ``metrics.json`` exists and its overrides are the
@@ -27,7 +28,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from airlab.utils.atomic import atomic_open
+from airlab.tracking.aggregate import (
+    METRIC_COLUMN,
+    STATISTICS,
+    aggregate_jobs,
+    markdown_table,
+    override_values,
+)
+from airlab.utils.atomic import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,11 @@ LOCK_NAME = ".summary.csv.lock"
 NO_METRICS = "no metrics.json (failed or still running)"
 #: Where a failed job leaves its one-line reason (``summary.csv``'s status ``failed: <reason>``).
 FAILED_NAME = "failed.txt"
+#: Beside ``summary.csv``: each configuration's metrics over :data:`AGGREGATE_OVER`, as CSV and markdown.
+BY_CONFIG_NAME = "summary_by_config.csv"
+MARKDOWN_NAME = "summary.md"
+#: The override whose values the configurations of a sweep are aggregated over.
+AGGREGATE_OVER = "seed"
 
 
 def _is_resume_override(override: str) -> bool:
@@ -59,13 +72,7 @@ def saved_overrides(job_dir: Path) -> list[str] | None:
     return [ln[2:].strip() for ln in path.read_text().splitlines() if ln.startswith("- ")]
 
 
-def _job_overrides(job_dir: Path) -> str | None:
-    """The job's saved overrides as ``summary.csv`` writes them, or None."""
-    lines = saved_overrides(job_dir)
-    return None if lines is None else overrides_text(lines)
-
-
-def _read_metrics(job_dir: Path) -> dict[str, Any] | None:
+def read_metrics(job_dir: Path) -> dict[str, Any] | None:
     """The job's ``metrics.json``, or None when it has none (or an unreadable one)."""
     path = job_dir / "metrics.json"
     try:
@@ -73,6 +80,14 @@ def _read_metrics(job_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return metrics if isinstance(metrics, dict) else None
+
+
+def job_status(job_dir: Path) -> str | None:
+    """None for a finished job (it has ``metrics.json``), else ``failed: <reason>`` or :data:`NO_METRICS`."""
+    if read_metrics(job_dir) is not None:
+        return None
+    failed = job_dir / FAILED_NAME
+    return f"failed: {failed.read_text().strip()}" if failed.is_file() else NO_METRICS
 
 
 def read_summary(sweep_dir: Path) -> dict[int, dict[str, str]]:
@@ -89,24 +104,24 @@ def summarise_sweep(sweep_dir: Path) -> Path | None:
 
     The file is written atomically (temporary file + rename) under a lock on ``.summary.csv.lock``, so
     concurrent writers take turns and the last one sees every finished job. A finished job whose
-    directory is gone keeps the row it had. Returns the path, or None when the sweep has no jobs."""
+    directory is gone keeps the row it had. ``summary_by_config.csv`` and ``summary.md`` are rewritten
+    with it (:func:`write_config_summary`). Returns the path, or None when the sweep has no jobs."""
     if not sweep_dir.is_dir():
         return None
     with FileLock(str(sweep_dir / LOCK_NAME)):
         rows: dict[int, dict[str, Any]] = dict(read_summary(sweep_dir))
+        saved: dict[int, list[str]] = {}
         for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()):
             row: dict[str, Any] = {"job": int(job_dir.name)}
-            overrides = _job_overrides(job_dir)
+            overrides = saved_overrides(job_dir)
             if overrides is not None:
-                row["overrides"] = overrides
-            metrics = _read_metrics(job_dir)
-            failed = job_dir / FAILED_NAME
+                saved[row["job"]] = overrides
+                row["overrides"] = overrides_text(overrides)
+            metrics = read_metrics(job_dir)
             if metrics is not None:
                 row.update(metrics)
-            elif failed.is_file():
-                row["status"] = f"failed: {failed.read_text().strip()}"
             else:
-                row["status"] = NO_METRICS
+                row["status"] = job_status(job_dir)
             rows[row["job"]] = row
         if not rows:
             return None
@@ -116,7 +131,37 @@ def summarise_sweep(sweep_dir: Path) -> Path | None:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows[job] for job in sorted(rows))
+        try:
+            write_config_summary(sweep_dir, [rows[job] for job in sorted(rows)], saved)
+        except Exception as err:  # the per-configuration table must never cost summary.csv or the job
+            log.warning("could not update %s and %s: %s", BY_CONFIG_NAME, MARKDOWN_NAME, err)
     return path
+
+
+def write_config_summary(
+    sweep_dir: Path, rows: list[dict[str, Any]], saved: dict[int, list[str]]
+) -> tuple[Path, Path]:
+    """Write ``summary_by_config.csv`` and ``summary.md`` in ``sweep_dir`` (atomically; the caller holds
+    the lock): the finished jobs of ``rows`` (``summary.csv``'s) aggregated over :data:`AGGREGATE_OVER`.
+    A job's overrides are the ones Hydra saved (``saved``), else its row's text (a job whose directory is
+    gone). Returns the two paths."""
+    jobs = []
+    for row in rows:
+        if row.get("status"):
+            continue
+        lines = saved.get(int(row["job"])) or str(row.get("overrides") or "").split()
+        values = override_values([o for o in lines if not _is_resume_override(o)])
+        jobs.append((values, {k: v for k, v in row.items() if k not in ("job", "overrides", "status")}))
+    by, table = aggregate_jobs(jobs, over=AGGREGATE_OVER, exclude=(RESUME_KEY,))
+    csv_path, md_path = sweep_dir / BY_CONFIG_NAME, sweep_dir / MARKDOWN_NAME
+    with atomic_open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*by, METRIC_COLUMN, *STATISTICS])
+        writer.writeheader()
+        writer.writerows(table)
+    title = f"# {sweep_dir.name}: {len(jobs)} finished jobs, metrics over {AGGREGATE_OVER}\n\n"
+    body = markdown_table(table, by) if table else "No finished job yet.\n"
+    atomic_write_text(md_path, title + body)
+    return csv_path, md_path
 
 
 def _sweep_job() -> tuple[Path, int, str] | None:
@@ -142,7 +187,7 @@ def finished_job_metrics(cfg: DictConfig) -> dict[str, Any] | None:
     if job is None:
         return None
     sweep_dir, num, overrides = job
-    metrics = _read_metrics(Path(cfg.paths.output_dir))
+    metrics = read_metrics(Path(cfg.paths.output_dir))
     if metrics is None:
         return None
     row = read_summary(sweep_dir).get(num)

@@ -9,12 +9,22 @@ when the run starts, as it goes to TensorBoard's hparams (:func:`log_config_para
 
 ``logger=wandb`` builds :class:`WandbLogger`, which refuses at config time, in one line, when the
 optional ``wandb`` package is not installed.
+
+A run resumed in place (``resume_in_place=true``, docs/reliability.md) continues its MLflow run: every run
+names its MLflow runs in ``mlflow_runs.json`` in its folder (:func:`save_mlflow_runs`), the resume passes
+that ``run_id`` on, and the params already logged keep their first value (MLflow refuses to change one).
+Its ``metrics.csv`` keeps the rows of the steps before the checkpoint (:func:`keep_csv_rows_before`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import importlib.util
 import inspect
+import json
+import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,11 +32,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import Logger, MLFlowLogger
+from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from airlab.contracts.options import ChecksOptions
 from airlab.errors import ConfigError
+from airlab.utils.atomic import atomic_write_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -34,12 +46,19 @@ if TYPE_CHECKING:
 SQLITE_PREFIX = "sqlite:///"
 #: Lightning's ``MLFlowLogger(experiment_name=...)`` default.
 MLFLOW_DEFAULT_EXPERIMENT = inspect.signature(MLFlowLogger).parameters["experiment_name"].default
+#: A run folder's file naming the MLflow run of each MLflow logger, by its entry name in ``logger``.
+MLFLOW_RUNS_FILE = "mlflow_runs.json"
+#: Lightning's MLFlowLogger cuts a param's value to this many characters.
+MLFLOW_PARAM_LENGTH = 250
+
+log = logging.getLogger(__name__)
 
 
 class MLflowLogger(MLFlowLogger):
     """Lightning's MLFlowLogger (same keys). A ``sqlite:///`` store and a plain-path
     ``artifact_location`` are made absolute (the store stays readable from any directory), and the
-    store's folder is created: SQLite creates the database file but not the folder it lies in."""
+    store's folder is created: SQLite creates the database file but not the folder it lies in. A
+    ``run_id`` (a run resumed in place) that the store does not hold starts a new run, with a warning."""
 
     def __init__(self, **kwargs: Any) -> None:
         uri = kwargs.get("tracking_uri")
@@ -51,10 +70,12 @@ class MLflowLogger(MLFlowLogger):
         location = kwargs.get("artifact_location")
         if isinstance(location, str) and "://" not in location and not location.startswith("file:"):
             kwargs["artifact_location"] = str(Path(location).absolute())
-        super().__init__(**kwargs)
         if database is not None:
             experiment = kwargs.get("experiment_name", MLFLOW_DEFAULT_EXPERIMENT)
             self._prepare_store(database, experiment, kwargs.get("artifact_location"))
+        if kwargs.get("run_id") is not None and kwargs.get("tracking_uri"):
+            kwargs["run_id"] = continued_run(kwargs["tracking_uri"], kwargs["run_id"])
+        super().__init__(**kwargs)
 
     def _prepare_store(self, database: Path, experiment: str, artifact_location: str | None) -> None:
         """Create the store's tables and the experiment under a file lock: the parallel jobs of a sweep
@@ -66,6 +87,26 @@ class MLflowLogger(MLFlowLogger):
             client = MlflowClient(f"{SQLITE_PREFIX}{database}")
             if client.get_experiment_by_name(experiment) is None:
                 client.create_experiment(experiment, artifact_location=artifact_location)
+
+
+def continued_run(tracking_uri: str, run_id: str) -> str | None:
+    """``run_id`` if the store at ``tracking_uri`` holds that run (marked running again), else None (a
+    moved or deleted store, another ``tracking_uri``): the resumed run then starts a new MLflow run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        log.warning("MLflow: run %s is not in %s; logging to a new run", run_id, tracking_uri)
+        return None
+    if run.info.lifecycle_stage == "deleted":
+        log.warning("MLflow: run %s was deleted; logging to a new run", run_id)
+        return None
+    client.update_run(run_id, status="RUNNING")
+    log.info("MLflow: continuing run %s", run_id)
+    return run_id
 
 
 class WandbLogger(ChecksOptions, LightningWandbLogger):
@@ -179,6 +220,64 @@ def tracker_picture_writers(trainer: pl.Trainer) -> list[PictureWriter]:
 
 
 def log_config_params(trainer: pl.Trainer, params: Mapping[str, Any]) -> None:
-    """The flattened config as the params of every MLflow run (TensorBoard gets it as hparams)."""
+    """The flattened config as the params of every MLflow run (TensorBoard gets it as hparams). A run
+    continued in place keeps the values it has: MLflow refuses to change a param (the changed keys are
+    logged; the run folder's .hydra/ holds the new config)."""
+    if not trainer.is_global_zero:
+        return
     for lg in mlflow_loggers(trainer):
-        lg.log_hyperparams(dict(params))
+        logged = lg.experiment.get_run(lg.run_id).data.params
+        kept = {k: v for k, v in params.items() if k in logged}
+        changed = sorted(k for k, v in kept.items() if logged[k] != str(v)[:MLFLOW_PARAM_LENGTH])
+        if changed:
+            log.info("MLflow keeps the first value of the params changed on resume: %s", ", ".join(changed))
+        lg.log_hyperparams({k: v for k, v in params.items() if k not in logged})
+
+
+def save_mlflow_runs(loggers: Mapping[str, Logger], run_dir: str | Path) -> None:
+    """Name the MLflow run of each MLflow logger (by its entry name) in the run folder's
+    ``mlflow_runs.json``, for a resume in place (:func:`saved_mlflow_runs`). Rank zero only."""
+    runs = {name: lg.run_id for name, lg in loggers.items() if isinstance(lg, MLFlowLogger)}
+    if runs:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(run_dir) / MLFLOW_RUNS_FILE, json.dumps(runs, indent=2, sort_keys=True))
+
+
+def saved_mlflow_runs(run_dir: str | Path) -> dict[str, str]:
+    """The MLflow run ids a run folder's ``mlflow_runs.json`` names, by logger entry; {} without one (a
+    damaged file is ignored, with a warning: the resumed run then starts new MLflow runs)."""
+    path = Path(run_dir) / MLFLOW_RUNS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        runs = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        log.warning("MLflow: %s is unreadable (%s); logging to new runs", path, err)
+        return {}
+    if not isinstance(runs, dict):
+        return {}
+    return {str(name): run_id for name, run_id in runs.items() if isinstance(run_id, str)}
+
+
+def keep_csv_rows_before(logger: CSVLogger, step: int) -> int:
+    """Resuming in place at ``step``: Lightning's CSVLogger deletes its folder's ``metrics.csv`` when it
+    starts, so give it back the rows of the steps before ``step`` (the resumed run logs the later ones
+    again). Rank zero only; returns the number of rows kept."""
+    path = Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+    if not path.is_file():
+        return 0
+    with path.open(newline="") as file:
+        rows = [row for row in csv.DictReader(file) if (row.get("step") or "").strip()]
+    kept = [row for row in rows if int(float(row["step"])) < step]
+    with warnings.catch_warnings():  # "Previous log files ... will be deleted": the rows come back below
+        warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will be deleted")
+        writer = logger.experiment  # starting the writer deletes the file
+    for row in kept:
+        values = {}
+        for key, value in row.items():
+            if key == "step" or value in (None, ""):
+                continue
+            with contextlib.suppress(ValueError):
+                values[key] = float(value)
+        writer.log_metrics(values, int(float(row["step"])))
+    return len(kept)

@@ -15,11 +15,15 @@ import pyro
 import pytorch_lightning as pl
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from airlab.config.validate import EXTRA_KEYS, signature_options
 from airlab.contracts.model import GenerativeModel
 from airlab.data.spec import DataSpec, describe_data
 from airlab.errors import ConfigError
+from airlab.resume.checkpoint import InPlace
+from airlab.tracking.trackers import keep_csv_rows_before, saved_mlflow_runs
 from airlab.training.ddp import install as install_ddp_child_command
 from airlab.training.svi_module import SVIModule
 
@@ -122,10 +126,36 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
-def build_trainer(cfg: DictConfig) -> pl.Trainer:
-    """The ``trainer`` group's Trainer with the ``callbacks`` and ``logger`` groups' entries. The
-    processes DDP starts run this job in its run directory (:mod:`airlab.training.ddp`)."""
+def build_loggers(cfg: DictConfig, in_place: InPlace | None = None) -> dict[str, Logger]:
+    """The ``logger`` group's loggers by entry name (null entries skipped). A run resumed in place
+    (:func:`airlab.resume.checkpoint.continue_in_place`) continues the run's logs after the checkpoint's
+    step: TensorBoard hides the events logged from that step on (SummaryWriter's ``purge_step``: one
+    curve, no step twice), MLflow logs to the run that ``mlflow_runs.json`` names (``run_id``), and CSV
+    keeps its rows before that step."""
+    runs = saved_mlflow_runs(in_place.run_dir) if in_place is not None else {}
+    loggers: dict[str, Logger] = {}
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        extra: dict[str, Any] = {}
+        target = get_object(str(node._target_))
+        if in_place is not None and isinstance(target, type):
+            if issubclass(target, TensorBoardLogger):
+                extra["purge_step"] = in_place.global_step  # TensorBoardLogger's kwargs go to SummaryWriter
+            if issubclass(target, MLFlowLogger) and str(name) in runs:
+                extra["run_id"] = runs[str(name)]
+        logger = instantiate(node, **extra)
+        if in_place is not None and isinstance(logger, CSVLogger) and rank_zero_only.rank == 0:
+            keep_csv_rows_before(logger, in_place.global_step)
+        loggers[str(name)] = logger
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, loggers: dict[str, Logger] | None = None) -> pl.Trainer:
+    """The ``trainer`` group's Trainer with the ``callbacks`` group's entries and ``loggers`` (by default
+    the ``logger`` group's, :func:`build_loggers`). The processes DDP starts run this job in its run
+    directory (:mod:`airlab.training.ddp`)."""
     install_ddp_child_command()
     callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    loggers = build_loggers(cfg) if loggers is None else loggers
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=list(loggers.values()) or False)

@@ -6,6 +6,10 @@ what the run logged (``trainer.callback_metrics``: every ``val/*``, ``test/*``, 
 ``throughput/*`` scalar) plus what the run itself measured: ``global_step``, ``epoch``, ``seed`` and the
 wall times ``fit_time_s`` and ``wall_time_s``.
 
+A resume goes to a new run folder, or continues its checkpoint's own with ``resume_in_place=true``
+(:func:`airlab.resume.checkpoint.continue_in_place`): the loggers pick up after the checkpoint's step
+(:func:`airlab.training.build.build_loggers`) and ``metrics.json`` is rewritten for the whole run.
+
 Interrupting a run saves ``last.ckpt`` (:class:`airlab.resume.interval_checkpoint.IntervalCheckpoint`)
 and exits without a traceback: exit code 143 (128 + 15) after SIGTERM, 130 (128 + 2) after SIGINT
 (Ctrl+C), as a shell reports a process killed by that signal.
@@ -37,10 +41,10 @@ from airlab.config.tree import print_config_tree, save_config_tree
 from airlab.contracts.model import GenerativeModel
 from airlab.contracts.options import Range
 from airlab.errors import AirlabError, OutputError, unwritable
-from airlab.resume.checkpoint import check_resumable, load_checkpoint, resolve_checkpoint
+from airlab.resume.checkpoint import check_resumable, continue_in_place, load_checkpoint, resolve_checkpoint
 from airlab.tracking.sweep import finished_job_metrics, record_failed_job
-from airlab.tracking.trackers import log_config_params
-from airlab.training.build import build_datamodule, build_module, build_trainer, start_task
+from airlab.tracking.trackers import log_config_params, save_mlflow_runs
+from airlab.training.build import build_datamodule, build_loggers, build_module, build_trainer, start_task
 from airlab.training.svi_module import SVIModule
 from airlab.utils.atomic import atomic_write_text
 
@@ -135,6 +139,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resolve_checkpoint(cfg)
     # Read before any work: a truncated or foreign file is one line, not a traceback from Lightning.
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
+    # A checkpoint of this run folder continues its logs (resume_in_place=true: refused unless it is).
+    in_place = continue_in_place(cfg, ckpt_path, checkpoint)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     try:
@@ -148,9 +154,13 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         del checkpoint  # Lightning reads it again in fit
     if tree is not None:
         save_config_tree(tree, cfg.paths.output_dir)
-    trainer = build_trainer(cfg)
-    # MLflow's params are written once, at the start, so that a killed run has them too.
+    loggers = build_loggers(cfg, in_place)
+    trainer = build_trainer(cfg, loggers)
+    # MLflow's params are written once, at the start, so that a killed run has them too; the run's id
+    # is kept in the run folder for a resume in place.
     log_config_params(trainer, flatten_config(module.config))
+    if trainer.is_global_zero:
+        save_mlflow_runs(loggers, cfg.paths.output_dir)
 
     log.info("training %s with %s", type(module.model).__name__, type(module.estimator).__name__)
     fit_started = time.perf_counter()
