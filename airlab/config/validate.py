@@ -3,7 +3,8 @@
 Every config node with a ``_target_`` (airlab's classes, a user's own model, data or estimator class
 from any module, torch's and Pyro's optimizers, Lightning's trainer, callbacks and loggers) is checked
 against that target's constructor before anything is built: each key must be a parameter, of the
-parameter's type, and meet the rules its ``Annotated`` markers state (:mod:`airlab.contracts.options`).
+parameter's type (pydantic's strict validation of what a YAML value can be: :func:`yaml_type`), and meet
+the rules its ``Annotated`` markers state (annotated-types' and airlab's: :mod:`airlab.contracts.options`).
 A class that relates several of its options (two fractions that must leave training data) checks them
 in a classmethod ``validate_options(options, prefix)``; options of different groups that do not go
 together (an estimator the model cannot use, more devices than there are) are checked last
@@ -25,15 +26,17 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
+import annotated_types
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from pydantic import ConfigDict, Strict, TypeAdapter
 
 from airlab.config.combinations import check_devices
 from airlab.config.library import LIBRARY_RULES, OPEN_KEYWORDS
 from airlab.contracts.estimator import Estimator, check_estimator_fits_model
 from airlab.contracts.model import GenerativeModel
-from airlab.contracts.options import ChecksOptions, Excluded, OneOf, Predicate, Range, Rule, describe
+from airlab.contracts.options import ChecksOptions, OneOf, Range, Rule, describe, split_markers
 from airlab.errors import ConfigError
 
 #: The top-level keys of every task's config, which no constructor takes.
@@ -47,6 +50,7 @@ TOP_LEVEL: dict[str, Any] = {
     "tags": list[str] | None,
     "test": bool,
     "resume_sweep": bool,  # airlab.tracking.sweep: skip a sweep's finished jobs, resume the others
+    "resume_in_place": bool,  # airlab.resume.checkpoint: with ckpt_path, continue in the run's own folder
 }
 
 #: The other top-level keys: the config groups (their nodes are checked below) and the sections a task
@@ -99,84 +103,62 @@ class Option:
 SEQUENCE_TYPES = (list, tuple, collections.abc.Sequence)
 MAPPING_TYPES = (dict, collections.abc.Mapping)
 SCALAR_TYPES = (bool, int, float, str, type(None), None)
+UNION_TYPES = (typing.Union, types.UnionType)
+#: pydantic's strict mode: a bool is no int and a string no number; an int is a float.
+STRICT = ConfigDict(strict=True)
 
 
-def _is_yaml_type(hint: Any) -> bool:
-    """Whether a YAML value can be of this type (a float can; a Tensor or a Path cannot)."""
-    origin = typing.get_origin(hint)
+def yaml_type(hint: Any) -> Any:
+    """The type that plain YAML data must have to fit ``hint``, for pydantic: what no YAML value can be
+    (a Path, a Tensor, a class) becomes ``Any`` (the class converts or refuses the value), as does a union
+    of only such types or holding ``Any``; a union keeps the members a YAML value can be (``float | Tensor``:
+    float; ``timedelta | None``: None); any sequence takes a list or a tuple, any mapping a dict (its keys
+    and values unchecked), a ``Literal`` its choices of their own types; markers are left out."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
-        return _is_yaml_type(typing.get_args(hint)[0])
-    return (
-        hint in SCALAR_TYPES
-        or hint in SEQUENCE_TYPES
-        or hint in MAPPING_TYPES
-        or origin in (Literal, *SEQUENCE_TYPES, *MAPPING_TYPES)
-    )
+        return yaml_type(args[0])
+    if origin in UNION_TYPES:
+        members = () if Any in args else tuple(m for m in map(yaml_type, args) if m is not Any)
+        return typing.Union[members] if members else Any  # noqa: UP007 (a tuple of members)
+    if origin is Literal:  # of a choice's type, strictly (pydantic's Literal takes 1 for True), and a choice
+        kinds = tuple(dict.fromkeys(type(choice) for choice in args))
+        return Annotated[typing.Union[kinds], annotated_types.Predicate(args.__contains__)]  # noqa: UP007
+    if hint in SCALAR_TYPES:
+        return hint
+    if origin is tuple and args and args[-1] is not Ellipsis:  # a list of len(args) values
+        return Annotated[tuple[tuple(map(yaml_type, args))], Strict(False)]  # lax for the list only
+    if hint in SEQUENCE_TYPES or origin in SEQUENCE_TYPES:
+        item = yaml_type(args[0]) if args else Any
+        return list[item] | tuple[item, ...]  # strict: a list or a tuple, no str
+    if hint in MAPPING_TYPES or origin in MAPPING_TYPES:
+        return dict
+    return Any
 
 
-def _yaml_members(union: Any) -> tuple[Any, ...] | None:
-    """The members of a union that a YAML value can be (``float | Tensor``: a float), or None when the
-    union admits anything (``Any``, or only types a YAML value cannot be)."""
-    args = typing.get_args(union)
-    members = tuple(arg for arg in args if _is_yaml_type(arg))
-    if not members or any(arg is Any for arg in args):
-        return None
-    return members
-
-
-def _split_markers(hint: Any) -> tuple[Any, tuple[Rule, ...]]:
-    """``Annotated[T, rules...]`` -> ``(T, rules)``; a ``Literal`` type brings its choices as a rule."""
-    rules: tuple[Rule, ...] = ()
-    if typing.get_origin(hint) is Annotated:
-        rules = tuple(m for m in hint.__metadata__ if isinstance(m, Range | OneOf | Excluded | Predicate))
-        hint = typing.get_args(hint)[0]
-    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    members = tuple(member for member in members if member is not type(None))
-    # Choices only when every value is one (``Literal["a", "b"] | None``; not ``bool | Literal["link"]``).
-    if members and all(typing.get_origin(member) is Literal for member in members):
-        rules = (OneOf(choice for member in members for choice in typing.get_args(member)), *rules)
-    return hint, rules
+@functools.cache
+def _adapter(hint: Any) -> TypeAdapter:
+    """pydantic's strict validator of :func:`yaml_type` of ``hint``, built once per hint."""
+    return TypeAdapter(yaml_type(hint), config=STRICT)
 
 
 def matches(value: Any, hint: Any) -> bool:
-    """Whether a config value (plain YAML data) fits ``hint``. Types a YAML value cannot be (a Path, a
-    Tensor) accept anything: the class converts or refuses it."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any or hint is inspect.Parameter.empty:
-        return True
-    if origin is Annotated:
-        return matches(value, args[0])
-    if origin in (typing.Union, types.UnionType):
-        members = _yaml_members(hint)
-        return members is None or any(matches(value, member) for member in members)
-    if hint is None or hint is type(None):
-        return value is None
-    if origin is Literal:
-        return isinstance(value, tuple({type(arg) for arg in args}))
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if hint in SEQUENCE_TYPES or origin in SEQUENCE_TYPES:
-        if not isinstance(value, list | tuple):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(map(matches, value, args))
-        return all(matches(item, args[0]) for item in value) if args else True
-    if hint in MAPPING_TYPES or origin in MAPPING_TYPES:
-        return isinstance(value, dict)
-    return True
+    """Whether a config value (plain YAML data) fits ``hint``, by pydantic's strict validation of its
+    :func:`yaml_type`: types a YAML value cannot be (a Path, a Tensor) accept anything."""
+    try:
+        adapter = _adapter(hint)
+    except TypeError:  # a hint that cannot be hashed (a marker holding a list): built each time
+        adapter = _adapter.__wrapped__(hint)
+    return adapter.validator.isinstance_python(value)
 
 
 def type_name(hint: Any) -> str:
     """``int``, ``float or null``, ``a list of int``: what the error message says is expected."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(type_name(member) for member in _yaml_members(hint) or args)
+    if origin is Annotated:
+        return type_name(args[0])
+    if origin in UNION_TYPES:  # the members a YAML value can be (float | Tensor: float)
+        shown = [m for m in args if yaml_type(m) is not Any] if yaml_type(hint) is not Any else args
+        return " or ".join(map(type_name, shown))
     if hint is None or hint is type(None):
         return "null"
     if origin is Literal:
@@ -185,13 +167,18 @@ def type_name(hint: Any) -> str:
         return f"a list of {len(args)} values"
     if hint in SEQUENCE_TYPES or origin in SEQUENCE_TYPES:
         return f"a list of {type_name(args[0])}" if args else "a list"
+    if hint in MAPPING_TYPES or origin in MAPPING_TYPES:
+        return "a mapping"
     return hint.__name__ if isinstance(hint, type) else str(hint)
 
 
 def check_value(key: str, value: Any, hint: Any, rules: tuple[Rule, ...] = ()) -> None:
     """Raise ``ConfigError(key, ...)`` when ``value`` is not of type ``hint`` or breaks a rule."""
-    hint, own_rules = _split_markers(hint)
+    hint, own_rules = split_markers(hint)
     if not matches(value, hint):
+        for rule in own_rules:  # of a choice's type but no choice (Literal["a", "b"] given "c"): the choices
+            if isinstance(rule, OneOf) and type(value) in map(type, rule.choices) and rule.problem(value):
+                raise ConfigError(key, rule.problem(value))
         shown = "null" if value is None else describe(value)
         raise ConfigError(key, f"{shown} has the wrong type; expected {type_name(hint)}")
     if value is None:
@@ -235,7 +222,7 @@ def signature_options(target: Callable) -> dict[str, Option]:
             if parameter.kind is inspect.Parameter.VAR_KEYWORD:
                 passes_on = True
             elif parameter.name != "self" and parameter.kind is not inspect.Parameter.VAR_POSITIONAL:
-                hint, rules = _split_markers(hints.get(parameter.name, Any))
+                hint, rules = split_markers(hints.get(parameter.name, Any))
                 options.setdefault(
                     parameter.name,
                     Option(parameter.name, hint, rules, parameter.default, owner.__module__),

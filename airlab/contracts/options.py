@@ -2,21 +2,29 @@
 
 A constructor built from the config states each option once, with its type, default and rule::
 
-    z_pres_prior: Annotated[float, Range(gt=0, lt=1)] = 0.01
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.1
     baseline: Annotated[str, OneOf(BASELINES)] = "nvil"
     encoder_hidden: Annotated[Sequence[int], Range(ge=1)] = (200,)  # every layer size
 
-:func:`airlab.config.validate.validate_config` reads these markers before anything is built. The markers
-know nothing of the config; modules under ``airlab/data`` and ``airlab/models`` import them, never the
-other way round.
+Bounds are annotated-types' (the vocabulary pydantic and the rest of the ecosystem read): ``Range`` is its
+``Interval`` with the one-line complaint, and a class may as well write ``Annotated[float, Gt(0)]``,
+``Ge``, ``Le``, ``Lt`` or ``Interval(gt=0, lt=1)``, and ``Literal["a", "b"]`` for choices (``OneOf`` for
+choices held in a tuple). :func:`airlab.config.validate.validate_config` reads these markers before
+anything is built. The markers know nothing of the config; modules under ``airlab/data`` and
+``airlab/models`` import them, never the other way round.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, Interval, Le, Lt
 
 
 def describe(value: Any) -> str:
@@ -24,14 +32,21 @@ def describe(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-@dataclass(frozen=True)
-class Range:
-    """A number's bounds (``ge``/``gt`` below, ``le``/``lt`` above); on a list, each item's bounds."""
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Range(Interval):
+    """A number's bounds (``ge``/``gt`` below, ``le``/``lt`` above); on a list, each item's bounds.
+    annotated-types' ``Interval``, so any reader of those markers (pydantic) reads it too."""
 
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
+    @classmethod
+    def of(cls, markers: Iterable[Any]) -> Range | None:
+        """The bounds that annotated-types markers state (``Gt(0)``, ``Le(1)``, ``Interval(gt=0, lt=1)``,
+        a ``Range``), as one Range; None when they state none."""
+        bounds: dict[str, Any] = {}
+        for marker in markers:
+            for bound in marker if isinstance(marker, Interval) else (marker,):  # an Interval is its bounds
+                if isinstance(bound, Gt | Ge | Lt | Le):
+                    bounds.update(dataclasses.asdict(bound))
+        return cls(**bounds) if bounds else None
 
     def problem(self, value: float) -> str | None:
         """Why ``value`` is out of range, or None when it is inside."""
@@ -58,7 +73,7 @@ class Range:
 
 @dataclass(frozen=True, init=False)
 class OneOf:
-    """The values a string option may take."""
+    """The values a string option may take: ``Literal[...]``'s choices, where they are held in a tuple."""
 
     choices: tuple[Any, ...]
 
@@ -97,8 +112,34 @@ class Predicate:
         return None if self.test(value) else f"{describe(value)} is not valid; expected {self.expected}"
 
 
-#: What may follow the type inside ``Annotated[...]``.
+#: What may follow the type inside ``Annotated[...]`` (annotated-types' bounds become one Range).
 Rule = Range | OneOf | Excluded | Predicate
+
+
+def _members(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def split_markers(hint: Any) -> tuple[Any, tuple[Rule, ...]]:
+    """``Annotated[T, markers...]`` (or that ``| None``) -> ``(T, rules)``: annotated-types' bounds
+    (``Gt``, ``Ge``, ``Lt``, ``Le``, ``Interval``, a ``Range``) as one Range, then airlab's other markers;
+    choices that are the whole type (``Literal["a", "b"] | None``, not ``bool | Literal["link"]``) as a
+    ``OneOf`` first."""
+    markers: tuple[Any, ...] = ()
+    inner = [member for member in _members(hint) if member is not type(None)]
+    if typing.get_origin(hint) is Annotated:
+        markers, hint = hint.__metadata__, typing.get_args(hint)[0]
+    elif len(inner) == 1 < len(_members(hint)) and typing.get_origin(inner[0]) is Annotated:  # T | None
+        markers, hint = inner[0].__metadata__, typing.Optional[typing.get_args(inner[0])[0]]  # noqa: UP045
+    bounds = Range.of(markers)
+    rules = [
+        *([bounds] if bounds else []),
+        *(m for m in markers if isinstance(m, OneOf | Excluded | Predicate)),
+    ]
+    literals = [member for member in _members(hint) if member is not type(None)]
+    if literals and all(typing.get_origin(member) is Literal for member in literals):
+        rules.insert(0, OneOf(choice for member in literals for choice in typing.get_args(member)))
+    return hint, tuple(rules)
 
 
 #: A layer's width or a latent's size: a larger one would not fit in any machine's memory.
