@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import run_script
 
 
@@ -24,6 +26,7 @@ def test_train_script_writes_the_run_layout(tmp_path):
     assert metrics["global_step"] == 6 and metrics["seed"] == 0
 
 
+@pytest.mark.slow  # a subprocess: the same behaviour is tested in-process in the fast suite
 def test_bad_value_is_one_line_on_stderr_and_nonzero_exit(tmp_path):
     result = run_script("train.py", "data.batch_size=-1", cwd=tmp_path)
     assert result.returncode == 2

@@ -144,6 +144,7 @@ def test_console_script_trains_a_users_model_on_its_arrays(trained):
     assert (trained / "train.log").is_file() and (trained / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow  # a subprocess: the same behaviour is tested in-process in the fast suite
 def test_resume_and_evaluate_a_users_model(project, trained):
     last = trained / "checkpoints" / "last.ckpt"
     resumed = airlab(
@@ -169,6 +170,7 @@ def test_resume_and_evaluate_a_users_model(project, trained):
     assert np.isfinite(results["test/elbo"]) and results["test/iwae"] >= results["test/elbo"] - 1.0
 
 
+@pytest.mark.slow  # a subprocess: the same behaviour is tested in-process in the fast suite
 def test_sweep_from_another_folder_with_the_package_on_pythonpath(project, tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()

@@ -51,6 +51,7 @@ def test_a_checkpoint_that_runs_code_is_refused_in_one_line_and_nothing_runs(mak
     assert not marker.exists()
 
 
+@pytest.mark.slow  # a subprocess: the same behaviour is tested in-process in the fast suite
 def test_the_train_script_refuses_it_too(evil, tmp_path):
     path, marker = evil
     result = run_script("train.py", f"ckpt_path={path}", *FAST, cwd=tmp_path)

@@ -186,6 +186,7 @@ def test_air_evaluation_writes_counts_confusion_and_attention_pictures(air_ckpt,
     assert (run_dir / "count_errors.png").is_file()
 
 
+@pytest.mark.slow  # a subprocess: the same behaviour is tested in-process in the fast suite
 def test_script_refuses_a_mismatched_override_with_one_line(vae_ckpt, tmp_path):
     from tests.test_cli import run_script
 

@@ -271,6 +271,7 @@ def test_tags_reach_tensorboard_through_training(make_cfg, elbo, steps):
             assert all(math.isfinite(e.value) and e.value > 0 for e in values)
 
 
+@pytest.mark.slow  # a subprocess: the same behaviour is tested in-process in the fast suite
 def test_variance_report_script_on_the_vae(tmp_path):
     result = run_script(
         "variance_report.py", *FAST, "report.num_samples=16", "report.particles=[4]", cwd=tmp_path
