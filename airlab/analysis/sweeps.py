@@ -1,9 +1,10 @@
 """A sweep folder as a Python object (``airlab.load_sweep``): a DataFrame of its jobs and their metrics
 aggregated per configuration over seeds.
 
-``Sweep.aggregate`` is the table of the sweep's ``summary_by_config.csv``, computed by the same code
-(:func:`airlab.tracking.aggregate.aggregate_jobs`): one row per configuration and metric, with the
-configuration's override values, ``metric``, ``n``, ``mean``, ``sd`` (ddof=1), ``se``, the t-interval
+``Sweep.aggregate`` gives one row per configuration with a ``(metric, statistic)`` column pair each;
+``Sweep.by_metric`` is the same, tidy: the table of the sweep's ``summary_by_config.csv``, computed by the
+same code (:func:`airlab.tracking.aggregate.aggregate_jobs`), one row per configuration and metric, with
+the configuration's override values, ``metric``, ``n``, ``mean``, ``sd`` (ddof=1), ``se``, the t-interval
 ``ci_low``/``ci_high``, ``min`` and ``max``.
 """
 
@@ -65,11 +66,26 @@ class Sweep:
         return jobs_frame(self.records)
 
     def aggregate(self, over: str = "seed", confidence: float = 0.95) -> pd.DataFrame:
-        """The finished jobs' metrics per configuration: grouped by every override except ``over`` (and
-        ``resume_sweep``), one row per configuration and metric: the override columns, ``metric``, ``n``,
-        ``mean``, ``sd`` (sample, ddof=1), ``se`` (sd/sqrt(n)), ``ci_low`` and ``ci_high`` (the
-        ``confidence`` t-interval, mean ± t·se) and ``min``, ``max``; with n=1, sd, se and the interval
-        are NaN."""
+        """The finished jobs' metrics per configuration, **one row per configuration**: grouped by every
+        override except ``over`` (and ``resume_sweep``), which form the index (``configuration`` 0, 1, ...
+        when no other override varies), with a column pair ``(metric, statistic)`` for each metric and
+        each of ``n``, ``mean``, ``sd``, ``se``, ``ci_low``, ``ci_high``, ``min``, ``max``
+        (:meth:`by_metric`): ``table["val/elbo"]["sd"]``."""
+        long = self.by_metric(over, confidence)
+        index = [c for c in long.columns if c not in (METRIC_COLUMN, *STATISTICS)]
+        if not index:
+            long = long.assign(configuration=0)
+            index = ["configuration"]
+        metrics = list(dict.fromkeys(long[METRIC_COLUMN]))
+        wide = long.pivot(index=index, columns=METRIC_COLUMN, values=list(STATISTICS))
+        wide = wide.swaplevel(axis=1)
+        return wide[[(metric, stat) for metric in metrics for stat in STATISTICS]]
+
+    def by_metric(self, over: str = "seed", confidence: float = 0.95) -> pd.DataFrame:
+        """The same statistics, tidy: one row per configuration and metric, the table of
+        ``summary_by_config.csv``: the override columns, ``metric``, ``n``, ``mean``, ``sd`` (sample,
+        ddof=1), ``se`` (sd/sqrt(n)), ``ci_low`` and ``ci_high`` (the ``confidence`` t-interval,
+        mean ± t·se) and ``min``, ``max``; with n=1, sd, se and the interval are NaN."""
         finished = [(j.overrides, j.metrics) for j in self.records if j.status == FINISHED]
         by, table = aggregate_jobs(finished, over=over, exclude=(RESUME_KEY,), confidence=confidence)
         return pd.DataFrame(table, columns=[*by, METRIC_COLUMN, *STATISTICS])

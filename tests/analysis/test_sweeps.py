@@ -57,8 +57,17 @@ def test_jobs_has_a_row_per_job_with_overrides_and_metrics(sweep_dir):
     assert list(jobs["val/elbo"][:3]) == ELBOS and math.isnan(jobs["val/elbo"][3])
 
 
-def test_aggregate_over_seed_gives_one_row_per_metric_with_the_t_interval(sweep_dir):
-    table = load_sweep(sweep_dir).aggregate()
+def test_aggregate_over_seed_is_one_row_per_configuration(sweep_dir):
+    """The issue's acceptance: one row, n = 3, and a standard deviation."""
+    table = load_sweep(sweep_dir).aggregate(over="seed")
+    assert len(table) == 1 and list(table.index) == [10] and table.index.name == "model.z_dim"
+    assert table["val/elbo"]["n"].iloc[0] == 3
+    assert table["val/elbo"]["sd"].iloc[0] == pytest.approx(np.std(ELBOS, ddof=1))
+    assert list(table.columns.get_level_values(0).unique()) == ["global_step", "val/acc", "val/elbo"]
+
+
+def test_by_metric_gives_one_row_per_metric_with_the_t_interval(sweep_dir):
+    table = load_sweep(sweep_dir).by_metric()
     assert list(table.columns) == ["model.z_dim", "metric", *STATISTICS]
     assert list(table.metric) == ["global_step", "val/acc", "val/elbo"] and list(table.n) == [3, 3, 3]
     assert set(table["model.z_dim"]) == {10}
@@ -81,14 +90,14 @@ def test_aggregate_matches_the_sweep_s_summary_by_config(sweep_dir):
     summarise_sweep(sweep_dir)
     with (sweep_dir / BY_CONFIG_NAME).open(newline="") as handle:
         written = list(csv.DictReader(handle))
-    table = load_sweep(sweep_dir).aggregate()
+    table = load_sweep(sweep_dir).by_metric()
     assert [r["metric"] for r in written] == list(table.metric)
     for row, (_, expected) in zip(written, table.iterrows(), strict=True):
         assert [float(row[k]) for k in STATISTICS] == pytest.approx([float(expected[k]) for k in STATISTICS])
 
 
 def test_aggregate_over_another_override_and_a_single_job_has_nan_spread(sweep_dir):
-    table = load_sweep(sweep_dir).aggregate(over="model.z_dim")
+    table = load_sweep(sweep_dir).by_metric(over="model.z_dim")
     assert list(table.columns) == ["seed", "metric", *STATISTICS]
     assert list(table[table.metric == "val/elbo"].seed) == [0, 1, 2] and set(table.n) == {1}
     assert table[["sd", "se", "ci_low", "ci_high"]].isna().all().all()
