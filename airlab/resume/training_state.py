@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyro
+import pytorch_lightning as pl
 import torch
 
 from airlab.compat.lightning_internals import reopen_stopped_epoch
@@ -90,3 +91,34 @@ class TrainingState:
         if self.rng_before_validation is not None:
             set_rng_state(self.rng_before_validation)
             self.rng_before_validation = None
+
+
+class CheckpointedTraining(pl.LightningModule):
+    """The checkpoint hooks of a LightningModule that keeps a :class:`TrainingState` as ``resume_state``
+    and its run's ``config`` and ``num_train`` (the SVI module): Lightning calls them at every save, at
+    a resume, when training starts and around every validation."""
+
+    resume_state: TrainingState
+    config: dict[str, Any]
+    num_train: int | None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the param store's estimator state, the config, the guard and the generators."""
+        module_tensors = {id(p) for p in self.parameters()}
+        self.resume_state.save(checkpoint, module_tensors, self.config, self.num_train)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Hold the saved param-store entries and generators until training starts."""
+        self.resume_state.load(checkpoint)
+
+    def on_train_start(self) -> None:
+        """Restore the held state on this device before the first step."""
+        self.resume_state.restore(self.device)
+
+    def on_validation_start(self) -> None:
+        """Keep the generators' state: validation and its pictures draw from them."""
+        self.resume_state.hold_generators()
+
+    def on_validation_end(self) -> None:
+        """Put the generators back, so training draws the same with or without validation."""
+        self.resume_state.release_generators()

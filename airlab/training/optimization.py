@@ -8,11 +8,14 @@ model's gradient to nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 
 from airlab.contracts.model import GenerativeModel
+from airlab.estimators.nonfinite import NonFiniteGuard
 
 
 def parameter_groups(model: GenerativeModel, baseline_lr: float | None) -> list[dict[str, Any]]:
@@ -43,3 +46,42 @@ def clip_each_group(optimizer: torch.optim.Optimizer, value: float | None, algor
             torch.nn.utils.clip_grad_value_(params, value)
         else:
             torch.nn.utils.clip_grad_norm_(params, value)
+
+
+class PerGroupOptimization(pl.LightningModule):
+    """The optimizer hooks of the SVI module: the optimizer from ``optim`` over :func:`parameter_groups`,
+    ``trainer.gradient_clip_val`` per group, and a step skipped when its loss or a gradient is not finite
+    (:class:`~airlab.estimators.nonfinite.NonFiniteGuard`). The module provides ``model``,
+    ``optimizer_factory``, ``baseline_lr``, ``nonfinite`` and ``losses_finite``."""
+
+    model: GenerativeModel
+    optimizer_factory: Callable[..., torch.optim.Optimizer]
+    baseline_lr: float | None
+    nonfinite: NonFiniteGuard
+    losses_finite: bool
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """``main`` at ``optim.lr``; ``baseline`` (if any) at ``optim.baseline_lr``."""
+        return parameter_groups(self.model, self.baseline_lr)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """The optimizer from ``optim``, over :meth:`parameter_groups`."""
+        return self.optimizer_factory(self.parameter_groups())
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip the step when its loss or any gradient is not finite (all ranks agree): drop every
+        gradient, so the optimizer leaves weights and state alone. Logs ``train/skipped_steps``."""
+        strategy = self.trainer.strategy if self.trainer.world_size > 1 else None
+        agree = (lambda bad: strategy.reduce_boolean_decision(bad, all=False)) if strategy else None
+        self.nonfinite.screen_step(optimizer, self.losses_finite, self.global_step, agree)
+        self.losses_finite = True
+        self.log("train/skipped_steps", float(self.nonfinite.skipped), on_step=True, on_epoch=False)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """``trainer.gradient_clip_val`` applies to each parameter group (``main``, ``baseline``) alone."""
+        clip_each_group(optimizer, gradient_clip_val, gradient_clip_algorithm)

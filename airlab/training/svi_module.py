@@ -15,7 +15,6 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated, Any
 
 import pyro
-import pytorch_lightning as pl
 import torch
 
 from airlab.contracts.estimator import Estimator
@@ -24,12 +23,15 @@ from airlab.contracts.options import Range
 from airlab.estimators import elbo_estimate
 from airlab.estimators.baselines import rank_and_world, synchronise_averages
 from airlab.estimators.nonfinite import NonFiniteGuard
-from airlab.resume.training_state import TrainingState
-from airlab.training.optimization import clip_each_group, parameter_groups
+from airlab.resume.training_state import CheckpointedTraining, TrainingState
+from airlab.training.optimization import PerGroupOptimization
 
 
-class SVIModule(pl.LightningModule):
-    """A generative model and its gradient estimator; Lightning runs the optimisation loop."""
+class SVIModule(CheckpointedTraining, PerGroupOptimization):
+    """A generative model and its gradient estimator; Lightning runs the optimisation loop. The optimizer
+    hooks (parameter groups, per-group clipping, skipping non-finite steps) are
+    :class:`~airlab.training.optimization.PerGroupOptimization`'s, the checkpoint hooks
+    :class:`~airlab.resume.training_state.CheckpointedTraining`'s."""
 
     def __init__(
         self,
@@ -55,7 +57,7 @@ class SVIModule(pl.LightningModule):
         self.guide_fn = model.guide
         self.nonfinite = NonFiniteGuard(max_consecutive_bad)
         self.resume_state = TrainingState(self.nonfinite)  # what checkpoints hold beyond Lightning's
-        self._losses_finite = True  # every training_step since the last optimizer step
+        self.losses_finite = True  # every training_step since the last optimizer step
         self.validate_args_steps = validate_args_steps
 
     # -- the SVI step ---------------------------------------------------------------------------
@@ -87,7 +89,7 @@ class SVIModule(pl.LightningModule):
         value = float(loss_per_image)
         if not math.isfinite(value):
             # Logged nowhere (it would poison the epoch means); on_before_optimizer_step skips the step.
-            self._losses_finite = False
+            self.losses_finite = False
             return surrogate
         self.nonfinite.record_loss(value, self.global_step)
         self.log("train/loss", loss_per_image, prog_bar=True, batch_size=batch_size)
@@ -135,52 +137,3 @@ class SVIModule(pl.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Log ``test/elbo``, the trained bound if reported, model metrics; return outputs for callbacks."""
         return self._evaluation_step(batch, "test")
-
-    # -- optimisation ---------------------------------------------------------------------------
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        """``main`` at ``optim.lr``; ``baseline`` (if any) at ``optim.baseline_lr``."""
-        return parameter_groups(self.model, self.baseline_lr)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """The optimizer from ``optim``, over :meth:`parameter_groups`."""
-        return self.optimizer_factory(self.parameter_groups())
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Skip the step when its loss or any gradient is not finite (all ranks agree): drop every
-        gradient, so the optimizer leaves weights and state alone. Logs ``train/skipped_steps``."""
-        strategy = self.trainer.strategy if self.trainer.world_size > 1 else None
-        agree = (lambda bad: strategy.reduce_boolean_decision(bad, all=False)) if strategy else None
-        self.nonfinite.screen_step(optimizer, self._losses_finite, self.global_step, agree)
-        self._losses_finite = True
-        self.log("train/skipped_steps", float(self.nonfinite.skipped), on_step=True, on_epoch=False)
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """``trainer.gradient_clip_val`` applies to each parameter group (``main``, ``baseline``) alone."""
-        clip_each_group(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-    # -- checkpoints: airlab.resume.training_state ------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add the param store's estimator state, the config, the guard and the generators."""
-        module_tensors = {id(p) for p in self.parameters()}
-        self.resume_state.save(checkpoint, module_tensors, self.config, self.num_train)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Hold the saved param-store entries and generators until training starts."""
-        self.resume_state.load(checkpoint)
-
-    def on_train_start(self) -> None:
-        """Restore the held state on this device before the first step."""
-        self.resume_state.restore(self.device)
-
-    def on_validation_start(self) -> None:
-        """Keep the generators' state: validation and its pictures draw from them."""
-        self.resume_state.hold_generators()
-
-    def on_validation_end(self) -> None:
-        """Put the generators back, so training draws the same with or without validation."""
-        self.resume_state.release_generators()

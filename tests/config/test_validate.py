@@ -132,7 +132,7 @@ def test_trainer_and_logger_options_instantiate(make_cfg, tmp_path):
         cfg = make_cfg([f"trainer={option}"])
         trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
         # The YAML's values, not Lightning's defaults (1,000 epochs, 1 sanity step, a summary).
-        assert (trainer.max_epochs, trainer.num_sanity_val_steps, trainer.log_every_n_steps) == (100, 0, 50)
+        assert (trainer.max_epochs, trainer.num_sanity_val_steps, trainer.log_every_n_steps) == (100, 0, 10)
         assert trainer.default_root_dir == cfg.paths.output_dir and trainer.num_devices == 1
     assert type(trainer.accelerator).__name__ == "CPUAccelerator"  # trainer=cpu, the last one
 

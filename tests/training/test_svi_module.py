@@ -115,7 +115,7 @@ def test_parameter_groups_put_the_baseline_apart_at_its_own_rate():
 
 def test_a_non_finite_loss_skips_the_step_and_drops_every_gradient(logged):
     module = make_module()
-    module._losses_finite = False  # what training_step records for a nan or inf loss
+    module.losses_finite = False  # what training_step records for a nan or inf loss
     optimizer = module.configure_optimizers()
     for p in module.parameters():
         p.grad = torch.ones_like(p)
