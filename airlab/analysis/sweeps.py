@@ -40,7 +40,9 @@ def read_job(job_dir: Path) -> Job:
     lines = saved_overrides(job_dir) or []
     values = override_values(lines)
     values.pop(RESUME_KEY, None)
-    return Job(int(job_dir.name), job_status(job_dir) or FINISHED, values, read_metrics(job_dir) or {})
+    metrics = read_metrics(job_dir)  # read once: a job with metrics.json is finished
+    status = FINISHED if metrics is not None else job_status(job_dir)
+    return Job(int(job_dir.name), status, values, metrics or {})
 
 
 def jobs_frame(jobs: list[Job]) -> pd.DataFrame:

@@ -93,13 +93,11 @@ def custom_scalars(model: GenerativeModel) -> dict[str, dict[str, list[Any]]]:
     return layout
 
 
-def write_tensorboard_summary(
-    trainer: pl.Trainer, module: SVIModule, config: dict[str, Any], metrics: dict[str, float]
-) -> None:
-    """hparams (the resolved config, with the final metrics) and the custom-scalars layout."""
+def write_tensorboard_summary(trainer: pl.Trainer, module: SVIModule, metrics: dict[str, float]) -> None:
+    """hparams (the module's resolved config, with the final metrics) and the custom-scalars layout."""
     from torch.utils.tensorboard.summary import hparams
 
-    params = flatten_config(config)
+    params = flatten_config(module.config)
     hparam_metrics = {k: v for k, v in metrics.items() if "/" in k}
     for writer in tensorboard_writers(trainer):
         for summary in hparams(params, hparam_metrics):
@@ -191,7 +189,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
-        write_tensorboard_summary(trainer, module, module.config, metrics)
+        write_tensorboard_summary(trainer, module, metrics)
         log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
     return metrics
 
