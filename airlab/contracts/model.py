@@ -74,6 +74,9 @@ class GenerativeModel(ChecksOptions, nn.Module):
     #: Pyro's own ``SVI`` + ``Trace_ELBO`` loop can train this model as is, so the benchmark times that
     #: bare loop beside airlab's for the same model (the VAE of Pyro's example).
     supports_bare_trace_loop: bool = False
+    #: ``initialise_from_data(*inputs)`` sets the starting parameters from the training items (all of
+    #: them for airlab's in-memory data, else the first training batch); the builder calls it once.
+    initialises_from_data: bool = False
     #: Multiply log-densities by N/B (a subsampled data plate) during training.
     scale_to_dataset: bool = False
     #: The metrics of :meth:`evaluate` (logged as ``val/<name>``, ``test/<name>``) that the progress bar,
@@ -126,6 +129,11 @@ class GenerativeModel(ChecksOptions, nn.Module):
 
     def guide(self, *inputs: torch.Tensor) -> None:
         """The amortised posterior for the same batch."""
+        raise NotImplementedError
+
+    def initialise_from_data(self, *inputs: torch.Tensor) -> None:
+        """Data-dependent initialisation from the training items' tensors named by :attr:`inputs`;
+        models that declare ``initialises_from_data`` implement it."""
         raise NotImplementedError
 
     def reconstruct(self, *inputs: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pyro
 import pytorch_lightning as pl
+import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
@@ -20,6 +21,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from airlab.config.validate import EXTRA_KEYS, signature_options
 from airlab.contracts.model import GenerativeModel
+from airlab.data.in_memory import InMemoryDataModule
 from airlab.data.spec import DataSpec, describe_data
 from airlab.errors import ConfigError
 from airlab.resume.checkpoint import InPlace
@@ -75,7 +77,21 @@ def build_model(
     shape = spec.shapes.get(cls.inputs[0])
     takes = signature_options(cls)
     filled = {name: shape for name in ("data_shape", "image_shape") if name in takes and shape is not None}
-    return instantiate(model_cfg, **filled)
+    model = instantiate(model_cfg, **filled)
+    if cls.initialises_from_data:
+        model.initialise_from_data(*training_inputs(datamodule, cls.inputs))
+    return model
+
+
+def training_inputs(datamodule: pl.LightningDataModule, keys: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """The named tensors of every training item of an in-memory data module, else of its first training
+    batch: what a model that declares ``initialises_from_data`` fits its starting point to."""
+    if isinstance(datamodule, InMemoryDataModule):
+        dataset = datamodule.datasets["train"]
+        batch = dataset.__getitems__(list(range(len(dataset))))
+    else:
+        batch = next(iter(datamodule.train_dataloader()))
+    return tuple(batch[key] for key in keys)
 
 
 def build_optimizer(optim_cfg: DictConfig) -> partial:

@@ -90,6 +90,7 @@ class ReportSettings:
     estimators: dict[str, Any] | None  # checked by parse_configurations
     particles: list[Any] | None  # checked by parse_configurations
     particles_of: str | None
+    snr_statistic: Annotated[str, OneOf(("snr", "snr_per_dim"))]
 
 
 def check_report(report: DictConfig) -> torch.device:

@@ -47,6 +47,9 @@ class GroupStats:
     var: float  # trace of the covariance of the flattened gradient (divisor K-1)
     snr: float  # ||mean|| / sqrt(var)
     mean_sq_norm: float  # E ||g||^2
+    #: |mean_i| / sd_i averaged over the coordinates (Rainforth et al.'s per-dimension SNR); coordinates
+    #: that never vary are left out. Its floor, where every true mean is zero, is sqrt(2/pi)/sqrt(K).
+    snr_per_dim: float = float("nan")
 
 
 @dataclass
@@ -62,7 +65,12 @@ class VarianceResult:
         """The ``{"groups": {...}, "terms": {...}}`` entry of ``variance_report.json``."""
         return {
             "groups": {
-                name: {"var": s.var, "snr": s.snr, "mean_sq_norm": s.mean_sq_norm}
+                name: {
+                    "var": s.var,
+                    "snr": s.snr,
+                    "mean_sq_norm": s.mean_sq_norm,
+                    "snr_per_dim": s.snr_per_dim,
+                }
                 for name, s in self.groups.items()
             },
             "terms": {site: {"var": var} for site, var in self.terms.items()},
@@ -131,7 +139,20 @@ class _Moments:
             snr = mean_norm / math.sqrt(var)
         else:  # a deterministic gradient: infinitely reliable unless it is zero
             snr = math.inf if mean_norm > 0 else 0.0
-        return GroupStats(var=var, snr=snr, mean_sq_norm=float(self.sq_norm_sum) / self.count)
+        return GroupStats(
+            var=var,
+            snr=snr,
+            mean_sq_norm=float(self.sq_norm_sum) / self.count,
+            snr_per_dim=self.snr_per_dim(),
+        )
+
+    def snr_per_dim(self) -> float:
+        if self.count < 2:
+            return float("nan")
+        mean = torch.cat([m for m in self.mean if m is not None])
+        sd = torch.cat([m2 for m2 in self.m2 if m2 is not None]).div(self.count - 1).sqrt()
+        varies = sd > 0
+        return float((mean[varies].abs() / sd[varies]).mean()) if bool(varies.any()) else float("nan")
 
 
 # -- side-effect guards ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,14 @@ def write_outputs(output: dict[str, Any], run_dir: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    series = particle_series(output)
+    statistic = (output["config"].get("report") or {}).get("snr_statistic", "snr")
+    series = particle_series(output, statistic)
     if len(next(iter(series.values()), [])) >= 2:
         output["snr_slopes"] = {group: fitted_slope(points) for group, points in series.items()}
-        snr_plot(series, output["snr_slopes"], run_dir / "snr_vs_particles.png")
+        output["snr_at_largest_k"] = {group: points[-1][1] for group, points in series.items()}
+        if statistic == "snr_per_dim":  # what |mean| / sd reads, on average, where the true mean is zero
+            output["snr_noise_floor"] = math.sqrt(2 / math.pi) / math.sqrt(output["config"]["num_samples"])
+        snr_plot(series, output["snr_slopes"], run_dir / "snr_vs_particles.png", statistic)
     (run_dir / "variance_report.json").write_text(json.dumps(output, indent=2))
     table = markdown_report(output)
     (run_dir / "variance_report.md").write_text(table)
@@ -71,8 +76,9 @@ def markdown_report(output: dict[str, Any]) -> str:
         ("var", "Total variance by parameter group (trace of the covariance)"),
         ("snr", "SNR by parameter group (norm of the mean / sqrt of the total variance)"),
         ("mean_sq_norm", "Mean squared norm by parameter group"),
+        ("snr_per_dim", "SNR per dimension by parameter group (|mean| / sd, averaged over coordinates)"),
     ):
-        rows = {n: {g: v[stat] for g, v in e["groups"].items()} for n, e in estimators.items()}
+        rows = {n: {g: v[stat] for g, v in e["groups"].items() if stat in v} for n, e in estimators.items()}
         parts.append(_table(title, rows, groups))
     if sites:
         rows = {n: {s: v["var"] for s, v in e["terms"].items()} for n, e in estimators.items()}
@@ -86,6 +92,13 @@ def markdown_report(output: dict[str, Any]) -> str:
             "|---|---|",
             *(f"| {group} | {slope:+.3f} |" for group, slope in output["snr_slopes"].items()),
         ]
+        if "snr_noise_floor" in output:
+            lines.append(
+                "\nPer-dimension SNR, whose floor (every true mean zero) is "
+                f"{output['snr_noise_floor']:.4f} at {output['config']['num_samples']} draws; "
+                "at the largest K: "
+                + ", ".join(f"{g} {v:.4f}" for g, v in output["snr_at_largest_k"].items())
+            )
         parts.append("\n".join(lines) + "\n")
     if config["skipped"]:
         parts.append("### Skipped\n\n" + "".join(f"- {n}: {r}\n" for n, r in config["skipped"].items()))
@@ -121,9 +134,10 @@ def bar_chart(output: dict[str, Any], path: Path) -> np.ndarray:
     return image
 
 
-def particle_series(output: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
-    """Per parameter group, ``(K, SNR)`` of the ``report.particles_of`` configuration and its ``_k<K>``
-    variants, sorted by K (empty without such a series)."""
+def particle_series(output: dict[str, Any], statistic: str = "snr") -> dict[str, list[tuple[int, float]]]:
+    """Per parameter group, ``(K, statistic)`` of the ``report.particles_of`` configuration and its
+    ``_k<K>`` variants, sorted by K (empty without such a series); ``statistic`` is ``snr`` (the norm
+    of the mean over the root of the total variance) or ``snr_per_dim``."""
     config = output["config"]
     base = (config.get("report") or {}).get("particles_of")
     series: dict[str, list[tuple[int, float]]] = {}
@@ -132,7 +146,7 @@ def particle_series(output: dict[str, Any]) -> dict[str, list[tuple[int, float]]
         if base is None or k is None or not (name == base or name.startswith(f"{base}_k")):
             continue
         for group, stats in entry["groups"].items():
-            series.setdefault(group, []).append((int(k), float(stats["snr"])))
+            series.setdefault(group, []).append((int(k), float(stats[statistic])))
     return {group: sorted(points) for group, points in series.items()}
 
 
@@ -142,7 +156,9 @@ def fitted_slope(points: list[tuple[int, float]]) -> float:
     return float(np.polyfit(np.log(k), np.log(snr), 1)[0])
 
 
-def snr_plot(series: dict[str, list[tuple[int, float]]], slopes: dict[str, float], path: Path) -> None:
+def snr_plot(
+    series: dict[str, list[tuple[int, float]]], slopes: dict[str, float], path: Path, statistic: str = "snr"
+) -> None:
     """SNR against K on log-log axes, a line per group with its fitted slope."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -154,7 +170,11 @@ def snr_plot(series: dict[str, list[tuple[int, float]]], slopes: dict[str, float
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("particles K")
-    ax.set_ylabel("gradient SNR (norm of the mean / sqrt of the total variance)")
+    ax.set_ylabel(
+        "gradient SNR per dimension (|mean| / sd, averaged)"
+        if statistic == "snr_per_dim"
+        else "gradient SNR (norm of the mean / sqrt of the total variance)"
+    )
     ax.set_title("IWAE gradient SNR against K (Rainforth et al.: -0.5 / +0.5)", fontsize=10)
     ax.legend(fontsize="small")
     fig.tight_layout()

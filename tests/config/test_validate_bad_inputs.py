@@ -42,12 +42,18 @@ ROWS = [
     ("train", ["+model.zdim=3"], "model.zdim", None, "valid keys: z_dim, hidden_dim"),
     ("train", [*AIR, "model.max_steps=0"], "model.max_steps", "0", "must be >= 1"),
     ("train", [*AIR, "model.z_pres_prior_type=poisson"], "model.z_pres_prior_type", "'poisson'", "bernoulli"),
-    ("train", ["model=foo"], "model", "'foo'", "choose one of: air, vae"),
+    ("train", ["model=foo"], "model", "'foo'", "choose one of: air, gaussian_toy, vae"),
     # data
     ("train", ["data.batch_size=0"], "data.batch_size", "0", "must be >= 1"),
     ("train", ["data.source=floppy"], "data.source", "'floppy'", "bundled"),
     ("train", ["+data.shuffle=true"], "data.shuffle", None, "valid keys: source"),
-    ("train", ["data=imagenet"], "data", "'imagenet'", "choose one of: arrays, mnist, multimnist"),
+    (
+        "train",
+        ["data=imagenet"],
+        "data",
+        "'imagenet'",
+        "choose one of: arrays, gaussian_toy, mnist, multimnist",
+    ),
     # elbo, and the estimator against the model
     ("train", ["elbo.num_particles=0"], "elbo.num_particles", "0", "must be >= 1"),
     ("train", ["elbo=tracegraph", "elbo.dependencies=guess"], "elbo.dependencies", "'guess'", "declared"),
@@ -151,7 +157,8 @@ def test_bad_input_ends_in_one_line_before_any_work(
     [
         (
             "model=foo",
-            "airlab error: model: 'foo' is not an option of the model group; choose one of: air, vae",
+            "airlab error: model: 'foo' is not an option of the model group; "
+            "choose one of: air, gaussian_toy, vae",
         ),
         ("model.z_dim==3", "airlab error: model.z_dim==3: malformed override (extraneous input '='"),
     ],

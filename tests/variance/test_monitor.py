@@ -140,6 +140,8 @@ def test_statistics_equal_a_direct_computation_of_the_same_draws():
         assert result.groups[group].mean_sq_norm == pytest.approx((g**2).sum(1).mean(), rel=1e-9)
         snr = np.linalg.norm(g.mean(0)) / math.sqrt(g.var(0, ddof=1).sum())
         assert result.groups[group].snr == pytest.approx(snr, rel=1e-9)
+        per_dim = np.mean(np.abs(g.mean(0)) / g.std(0, ddof=1))
+        assert result.groups[group].snr_per_dim == pytest.approx(per_dim, rel=1e-9)
     assert result.terms["c"] == pytest.approx(term_np.var(0, ddof=1).sum(), rel=1e-9)
     assert term_np[:, :5].std() == 0  # the term never reaches mu
 
@@ -280,14 +282,15 @@ def test_variance_report_script_on_the_vae(tmp_path):
     (run_dir,) = (tmp_path / "outputs" / "variance_report").glob("*/*")
     report = json.loads((run_dir / "variance_report.json").read_text())
     # trace (K = 1) and trace_k4 form a particle series: its SNR slopes come with the report
-    assert set(report) == {"estimators", "config", "snr_slopes"}
+    assert set(report) == {"estimators", "config", "snr_slopes", "snr_at_largest_k"}
     assert set(report["snr_slopes"]) == {"guide/encoder", "model/decoder"}
     assert list(report["estimators"]) == ["trace", "tracegraph", "trace_k4"]
     for entry in report["estimators"].values():
         assert set(entry) == {"groups", "terms"} and entry["terms"] == {}
         assert set(entry["groups"]) == {"guide/encoder", "model/decoder"}
         for stats in entry["groups"].values():
-            assert set(stats) == {"var", "snr", "mean_sq_norm"} and all(v > 0 for v in stats.values())
+            assert set(stats) == {"var", "snr", "mean_sq_norm", "snr_per_dim"}
+            assert all(v > 0 for v in stats.values())
     assert set(report["config"]["skipped"]) == {"tracegraph_avg", "tracegraph_nvil"}
     assert "no key model.baseline" in report["config"]["skipped"]["tracegraph_nvil"]
     trace, tracegraph, k4 = (
