@@ -22,7 +22,7 @@ def write_outputs(output: dict[str, Any], run_dir: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    statistic = (output["config"].get("report") or {}).get("snr_statistic", "snr")
+    statistic = output["config"]["report"]["snr_statistic"]
     series = particle_series(output, statistic)
     if len(next(iter(series.values()), [])) >= 2:
         output["snr_slopes"] = {group: fitted_slope(points) for group, points in series.items()}
@@ -134,7 +134,7 @@ def bar_chart(output: dict[str, Any], path: Path) -> np.ndarray:
     return image
 
 
-def particle_series(output: dict[str, Any], statistic: str = "snr") -> dict[str, list[tuple[int, float]]]:
+def particle_series(output: dict[str, Any], statistic: str) -> dict[str, list[tuple[int, float]]]:
     """Per parameter group, ``(K, statistic)`` of the ``report.particles_of`` configuration and its
     ``_k<K>`` variants, sorted by K (empty without such a series); ``statistic`` is ``snr`` (the norm
     of the mean over the root of the total variance) or ``snr_per_dim``."""
@@ -157,7 +157,7 @@ def fitted_slope(points: list[tuple[int, float]]) -> float:
 
 
 def snr_plot(
-    series: dict[str, list[tuple[int, float]]], slopes: dict[str, float], path: Path, statistic: str = "snr"
+    series: dict[str, list[tuple[int, float]]], slopes: dict[str, float], path: Path, statistic: str
 ) -> None:
     """SNR against K on log-log axes, a line per group with its fitted slope."""
     plt = pyplot()
