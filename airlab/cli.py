@@ -56,6 +56,7 @@ evaluate_app = task_app("evaluate", "airlab.tasks.evaluate:evaluate")
 study_app = task_app("study", "airlab.training.run:study_job")
 variance_report_app = task_app("variance_report", "airlab.tasks.variance_report:run_variance_report")
 benchmark_app = task_app("benchmark", "airlab.tasks.benchmark:run_benchmark")
+compare_app = task_app("compare", "airlab.tasks.compare:compare")
 generate_multimnist_app = task_app("generate_multimnist", "airlab.tasks.generate_multimnist:generate")
 
 
@@ -79,6 +80,7 @@ variance_report = command(
 benchmark = command(
     benchmark_app, "``airlab-benchmark [overrides]``: throughput and memory, against references."
 )
+compare = command(compare_app, "``airlab-compare 'compare.runs=[RUN_A,RUN_B]'``: trained runs side by side.")
 generate_multimnist = command(
     generate_multimnist_app,
     "``airlab-generate-multimnist [data.* overrides]``: build or check the MultiMNIST cache.",

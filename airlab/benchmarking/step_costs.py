@@ -28,7 +28,7 @@ def arm_step_seconds(
     for arm in arms:
         cfg = compose_config("study", [f"study_arm={arm}", *overrides])
         module, inputs = module_and_first_batch(cfg, seed)
-        optimizer = module.configure_optimizers()
+        optimizer = module.make_optimizer()
         setups[arm] = (module, inputs, optimizer, module.loss_scale(inputs[0].shape[0]))
     for _ in range(repeats):
         for arm in arms:

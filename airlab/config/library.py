@@ -61,6 +61,13 @@ OPTIMIZER_RULES: dict[str, Rule] = {
     "lrd": Range(gt=0, le=1),
 }
 OPTIMIZER_MODULES = ("torch.optim.", "pyro.optim.")
+#: Ranges of torch's learning-rate schedules' parameters (configs/scheduler), by name.
+SCHEDULER_RULES: dict[str, Rule] = {
+    "milestones": Range(ge=1),
+    "gamma": Range(gt=0, le=1),
+    "T_max": Range(ge=1),
+    "eta_min": Range(ge=0),
+}
 #: Ranges and choices of the Lightning trainer's parameters (``devices`` is checked against the
 #: hardware in :func:`airlab.config.combinations.check_devices`).
 TRAINER_RULES: dict[str, Rule] = {
@@ -97,6 +104,7 @@ CALLBACK_RULES: dict[str, Rule] = {
 }
 #: Rules of third-party parameters, by the module prefix of the target class.
 LIBRARY_RULES: dict[str, dict[str, Rule]] = {
+    "torch.optim.lr_scheduler.": SCHEDULER_RULES,  # before "torch.optim.": the first prefix that fits wins
     **dict.fromkeys(OPTIMIZER_MODULES, OPTIMIZER_RULES),
     "pytorch_lightning.trainer.": TRAINER_RULES,
     "pytorch_lightning.callbacks.": CALLBACK_RULES,

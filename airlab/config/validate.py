@@ -55,10 +55,11 @@ TOP_LEVEL: dict[str, Any] = {
 
 #: The other top-level keys: the config groups (their nodes are checked below) and the sections a task
 #: reads and checks itself before it starts work (``eval``: scripts/evaluate.py, ``report``:
-#: scripts/variance_report.py, ``benchmark``: scripts/benchmark.py, ``study``: scripts/study.py).
+#: scripts/variance_report.py, ``benchmark``: scripts/benchmark.py, ``study``: scripts/study.py,
+#: ``compare``: scripts/compare.py).
 SECTIONS = (
-    "data", "model", "elbo", "optim", "trainer", "logger", "callbacks", "paths",
-    "eval", "report", "benchmark", "study", "hydra",
+    "data", "model", "elbo", "optim", "scheduler", "trainer", "logger", "callbacks", "paths",
+    "eval", "report", "benchmark", "study", "compare", "hydra",
 )  # fmt: skip
 
 #: ``paths.*`` (configs/paths): plain directories, no ``_target_``.
@@ -75,10 +76,11 @@ EXTRA_KEYS: dict[str, dict[str, str]] = {"optim": {"baseline_lr": "airlab.traini
 
 #: Constructor parameters that the builder fills, by the node's path; they are not config keys. The model
 #: gets one item's shape of its first input (as ``data_shape`` or ``image_shape``), the optimizer the
-#: module's parameter groups.
+#: module's parameter groups, the learning-rate schedule its optimizer.
 BUILD_TIME_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "model": ("data_shape", "image_shape"),
     "optim": ("params",),
+    "scheduler": ("optimizer",),
 }
 
 

@@ -3,7 +3,8 @@
 Grey pixels meet a Bernoulli likelihood with ``validate_args=False``: the log-probability is then the
 binary cross-entropy, which is what Pyro's example and most MNIST VAE papers report, although it is
 not a normalised density over grey values. ``data.binarize=fixed|dynamic`` gives binary pixels and a
-proper likelihood.
+proper likelihood. ``likelihood_sd`` swaps it for AIR's Normal pixels, so that the VAE's ELBO on MultiMNIST
+is a density of the same kind as AIR's.
 """
 
 from __future__ import annotations
@@ -67,9 +68,11 @@ class VAE(GenerativeModel):
         hidden_dim: Annotated[int, UNITS] = 400,
         scale_to_dataset: bool = False,
         beta: Annotated[float, Range(gt=0)] = 1.0,
+        likelihood_sd: Annotated[float | None, Range(gt=0)] = None,
     ) -> None:
         super().__init__()
         self.beta = beta
+        self.likelihood_sd = likelihood_sd
         self.image_shape = tuple(image_shape)
         self.x_dim = math.prod(self.image_shape)
         self.z_dim = z_dim
@@ -78,7 +81,8 @@ class VAE(GenerativeModel):
         self.scale_to_dataset = scale_to_dataset
 
     def model(self, images: torch.Tensor) -> None:
-        """``p(x, z)``: ``z ~ N(0, I)`` per image; ``images`` are Bernoulli pixels of the decoded ``z``."""
+        """``p(x, z)``: ``z ~ N(0, I)`` per image; ``images`` are Bernoulli pixels of the decoded ``z``
+        (Normal pixels around it with ``likelihood_sd``, AIR's observation model, when that is set)."""
         pyro.module("decoder", self.decoder)
         x = images.reshape(-1, self.x_dim)
         with pyro.plate("data", x.shape[0]):
@@ -88,6 +92,9 @@ class VAE(GenerativeModel):
             with poutine.scale(scale=self.beta):
                 z = pyro.sample("z", dist.Normal(z_loc, 1.0).to_event(1))
             probs = self.decoder(z)
+            if self.likelihood_sd is not None:  # a density as AIR's: the two ELBOs are then comparable
+                pyro.sample("x", dist.Normal(probs, self.likelihood_sd).to_event(1), obs=x)
+                return
             # x: [B, x_dim]; grey pixels are allowed (see the module docstring)
             pyro.sample("x", dist.Bernoulli(probs, validate_args=False).to_event(1), obs=x)
 

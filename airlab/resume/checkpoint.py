@@ -229,9 +229,9 @@ def check_budget(checkpoint: dict[str, Any], trainer: DictConfig, ckpt_path: str
 def check_training_state(
     module: pl.LightningModule, checkpoint: dict[str, Any], cfg: DictConfig, ckpt_path: str
 ) -> None:
-    """Refuse an optimizer or estimator state that does not fit the config: another optimizer class,
-    other parameter groups, or decaying-average baselines that the config would silently drop. Warn (and
-    go on) when the training data has another size than the checkpoint's."""
+    """Refuse an optimizer or estimator state that does not fit the config: another optimizer class or
+    learning-rate schedule, other parameter groups, or decaying-average baselines that the config would
+    silently drop. Warn (and go on) when the training data has another size than the checkpoint's."""
     trained = checkpoint[CONFIG_KEY]
     old, new = trained.get("optim", {}).get("_target_"), cfg.optim.get("_target_")
     if old is not None and old != new:
@@ -239,6 +239,14 @@ def check_training_state(
             "optim",
             f"{ckpt_path} holds the state of {old}, not of {new}; resume with the optimizer it was trained "
             "with (or start a new run)",
+        )
+    old_schedule = (trained.get("scheduler") or {}).get("_target_")
+    new_schedule = (cfg.get("scheduler") or {}).get("_target_")
+    if old_schedule != new_schedule:
+        raise ConfigError(
+            "scheduler",
+            f"{ckpt_path} was trained with the learning-rate schedule {old_schedule or 'none'}, the config "
+            f"has {new_schedule or 'none'}; resume with the schedule it was trained with, or start a new run",
         )
     saved = (checkpoint.get("optimizer_states") or [{}])[0].get("param_groups", [])
     wanted = module.parameter_groups()

@@ -116,6 +116,7 @@ def build_module(
         model=model,
         estimator=estimator,
         optimizer=build_optimizer(cfg.optim),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         baseline_lr=cfg.optim.get("baseline_lr"),
         num_train=spec.num_train,
         config=OmegaConf.to_container(cfg, resolve=True),

@@ -52,10 +52,11 @@ class PerGroupOptimization(pl.LightningModule):
     """The optimizer hooks of the SVI module: the optimizer from ``optim`` over :func:`parameter_groups`,
     ``trainer.gradient_clip_val`` per group, and a step skipped when its loss or a gradient is not finite
     (:class:`~airlab.estimators.nonfinite.NonFiniteGuard`). The module provides ``model``,
-    ``optimizer_factory``, ``baseline_lr``, ``nonfinite`` and ``losses_finite``."""
+    ``optimizer_factory``, ``scheduler_factory``, ``baseline_lr``, ``nonfinite`` and ``losses_finite``."""
 
     model: GenerativeModel
     optimizer_factory: Callable[..., torch.optim.Optimizer]
+    scheduler_factory: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None
     baseline_lr: float | None
     nonfinite: NonFiniteGuard
     losses_finite: bool
@@ -64,9 +65,19 @@ class PerGroupOptimization(pl.LightningModule):
         """``main`` at ``optim.lr``; ``baseline`` (if any) at ``optim.baseline_lr``."""
         return parameter_groups(self.model, self.baseline_lr)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """The optimizer from ``optim``, over :meth:`parameter_groups`."""
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """A new optimizer from ``optim``, over :meth:`parameter_groups`."""
         return self.optimizer_factory(self.parameter_groups())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        """The optimizer from ``optim``; with a ``scheduler`` group, also its learning-rate schedule,
+        stepped after every optimizer step (its milestones and periods count steps, not epochs). The
+        schedule scales every group's rate alike: the baselines' keeps its ratio to the model's."""
+        optimizer = self.make_optimizer()
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Skip the step when its loss or any gradient is not finite (all ranks agree): drop every

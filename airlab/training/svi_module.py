@@ -38,6 +38,7 @@ class SVIModule(CheckpointedTraining, PerGroupOptimization):
         model: GenerativeModel,
         estimator: Estimator,
         optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
         baseline_lr: Annotated[float | None, Range(gt=0)] = None,
         num_train: int | None = None,
         config: dict[str, Any] | None = None,
@@ -48,6 +49,7 @@ class SVIModule(CheckpointedTraining, PerGroupOptimization):
         self.model = model
         self.estimator = estimator
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.baseline_lr = baseline_lr
         self.num_train = num_train
         self.config = config or {}

@@ -1,6 +1,6 @@
-"""The bad-input table: 48 bad inputs, each of which must end in one line on stderr before any work.
+"""The bad-input table: 52 bad inputs, each of which must end in one line on stderr before any work.
 
-Every config group has rows (model, data, elbo, optim, trainer, callbacks, logger, paths, debug,
+Every config group has rows (model, data, elbo, optim, scheduler, trainer, callbacks, logger, paths, debug,
 experiment, hparams_search), as do the top-level keys (seed, ckpt_path, test, tags, an unknown one),
 evaluate.yaml's ``eval.*``, variance_report.yaml's ``report.*``, the incompatible combinations (an
 estimator the model cannot use, ``vectorize_particles`` for AIR, more devices than there are, NVIL
@@ -68,6 +68,11 @@ ROWS = [
     ("train", ["optim.lr=-1"], "optim.lr", "-1", "must be > 0"),
     ("train", ["optim=clipped_adam", "optim.clip_norm=0"], "optim.clip_norm", "0", "must be > 0"),
     ("train", ["optim=sgd"], "optim", "'sgd'", "adam"),
+    # scheduler
+    ("train", ["scheduler=multistep"], "scheduler.milestones", None, "must be set"),
+    ("train", ["scheduler=multistep", "scheduler.milestones=[0,5]"], "scheduler.milestones", "0", ">= 1"),
+    ("train", ["scheduler=cosine", "scheduler.T_max=0"], "scheduler.T_max", "0", "must be >= 1"),
+    ("train", ["scheduler=linear"], "scheduler", "'linear'", "cosine, multistep"),
     # trainer
     ("train", ["trainer.max_epochs=-5"], "trainer.max_epochs", "-5", "must be >= -1"),
     ("train", ["+trainer.epochs=3"], "trainer.epochs", None, "valid keys: accelerator"),
@@ -125,9 +130,9 @@ def script_task(config: str) -> Callable[[DictConfig], object]:
 
 
 def test_the_table_covers_every_group_and_is_large_enough():
-    assert len(ROWS) == 48  # the count in the module docstring
+    assert len(ROWS) == 52  # the count in the module docstring
     keys = {key.split(".")[0] for _, _, key, _, _ in ROWS}
-    groups = {"model", "data", "elbo", "optim", "trainer", "callbacks", "logger", "paths"}
+    groups = {"model", "data", "elbo", "optim", "scheduler", "trainer", "callbacks", "logger", "paths"}
     assert groups | {"debug", "experiment", "hparams_search", "seed", "ckpt_path", "eval", "report"} <= keys
 
 

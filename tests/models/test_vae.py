@@ -75,3 +75,18 @@ def test_beta_weights_the_kl_term_and_nothing_else():
     # float32 losses of about 2,000 nats: differences carry about 1e-3 of rounding
     assert losses[2.0] - losses[1.0] == pytest.approx(kl_term, abs=2e-3)
     assert losses[1.0] - losses[0.5] == pytest.approx(0.5 * kl_term, abs=2e-3)
+
+
+def test_likelihood_sd_makes_the_pixels_normal_around_the_decoded_image():
+    images = torch.rand(3, 1, 28, 28)
+    torch.manual_seed(0)
+    vae = VAE(z_dim=3, hidden_dim=8, likelihood_sd=0.3)
+    guide = poutine.trace(vae.guide).get_trace(images)
+    model = poutine.trace(poutine.replay(vae.model, trace=guide)).get_trace(images)
+    decoded = vae.decoder(guide.nodes["z"]["value"])
+    expected = torch.distributions.Normal(decoded, 0.3).log_prob(images.reshape(3, -1)).sum(-1)
+    assert torch.allclose(model.nodes["x"]["fn"].log_prob(model.nodes["x"]["value"]), expected)
+    bernoulli = VAE(z_dim=3, hidden_dim=8)
+    bernoulli.load_state_dict(vae.state_dict())
+    plain = poutine.trace(poutine.replay(bernoulli.model, trace=guide)).get_trace(images)
+    assert isinstance(plain.nodes["x"]["fn"].base_dist, pyro.distributions.Bernoulli)  # the default

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from airlab.errors import ConfigError
 from airlab.training.run import train
 from tests.conftest import FAST, read_events
 
@@ -141,3 +142,25 @@ def test_iwae_training_logs_the_bound_beside_the_elbo(make_cfg):
     metrics = json.loads(open(f"{cfg.paths.output_dir}/metrics.json").read())
     assert {"val/iwae", "val/elbo", "test/iwae"} <= set(metrics)
     assert metrics["val/iwae"] > metrics["val/elbo"]  # K=8 samples tighten the bound (nats per image)
+
+
+def test_a_learning_rate_schedule_steps_per_optimizer_step_and_resumes(make_cfg):
+    schedule = ["scheduler=multistep", "scheduler.milestones=[2,6]", "scheduler.gamma=0.5", "optim.lr=1e-3"]
+    common = ["trainer.max_epochs=100", "seed=0", *schedule]
+    first = run(make_cfg, ["trainer.max_steps=4", *common], run_name="first")
+    last = f"{first.paths.output_dir}/checkpoints/last.ckpt"
+    saved = torch.load(last, weights_only=True)  # a schedule's state keeps the file safe to open
+    assert saved["lr_schedulers"][0]["last_epoch"] == 4  # counted in steps, not epochs
+    assert saved["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(5e-4)
+    second = run(make_cfg, ["trainer.max_steps=8", f"ckpt_path={last}", *common], run_name="second")
+    resumed = torch.load(f"{second.paths.output_dir}/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["lr_schedulers"][0]["last_epoch"] == 8
+    assert resumed["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(2.5e-4)
+    rates = read_events(f"{second.paths.output_dir}/tensorboard").Scalars("lr-Adam/main")
+    assert {e.step: round(e.value, 8) for e in rates}[7] == pytest.approx(2.5e-4)
+    with pytest.raises(ConfigError, match="scheduler: .* schedule torch.optim.lr_scheduler.MultiStepLR"):
+        run(
+            make_cfg,
+            ["trainer.max_steps=8", "trainer.max_epochs=100", "seed=0", f"ckpt_path={last}"],
+            "third",
+        )

@@ -113,6 +113,20 @@ def test_parameter_groups_put_the_baseline_apart_at_its_own_rate():
     assert {id(p) for p in main["params"]} == {id(p) for p in module.model.encoder.parameters()}
 
 
+def test_a_schedule_scales_every_group_and_keeps_the_baselines_ratio():
+    schedule = functools.partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[2], gamma=0.5)
+    plan = make_module(baseline_lr=1.0, scheduler=schedule).configure_optimizers()
+    assert plan["lr_scheduler"]["interval"] == "step"
+    optimizer, scheduler = plan["optimizer"], plan["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(3):
+        rates.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert rates == [[0.1, 1.0], [0.1, 1.0], [0.05, 0.5]]
+    assert isinstance(make_module().configure_optimizers(), torch.optim.SGD)  # no schedule: the optimizer
+
+
 def test_a_non_finite_loss_skips_the_step_and_drops_every_gradient(logged):
     module = make_module()
     module.losses_finite = False  # what training_step records for a nan or inf loss

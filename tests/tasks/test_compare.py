@@ -1,0 +1,87 @@
+"""scripts/compare.py's task: a VAE and an AIR run side by side."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+
+from airlab.errors import ConfigError
+from airlab.tasks.compare import compare
+from airlab.training.run import train
+from tests.conftest import FAST, TINY_AIR_MODEL, compose_config
+
+MULTIMNIST = ["data=multimnist", "data.subset_size=256", "trainer.max_steps=8", "trainer.max_epochs=100"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A VAE and an AIR, a few steps each on the same tiny MultiMNIST, and a VAE on MNIST."""
+    root = tmp_path_factory.mktemp("compare")
+    shared = [f"paths.data_dir={root / 'data'}", "seed=0"]
+    models = {
+        "vae": [*FAST, *MULTIMNIST, *shared, "task_name=vae_multimnist"],
+        "air": [
+            *FAST,
+            *MULTIMNIST,
+            *shared,
+            "task_name=air",
+            "model=air",
+            "elbo=tracegraph",
+            *TINY_AIR_MODEL,
+        ],
+        "mnist": [*FAST, *shared],
+    }
+    folders = {}
+    for name, overrides in models.items():
+        folders[name] = root / name
+        train(compose_config("train", overrides, folders[name]))
+    GlobalHydra.instance().clear()
+    return folders
+
+
+def run_compare(tmp_path: Path, folders: list[Path], *overrides: str) -> dict:
+    listed = ",".join(str(f) for f in folders)
+    cfg = compose_config(
+        "compare", [f"compare.runs=[{listed}]", "compare.progress=false", *overrides], tmp_path
+    )
+    return compare(cfg)
+
+
+def test_a_vae_and_air_side_by_side(runs, tmp_path):
+    result = run_compare(
+        tmp_path, [runs["vae"], runs["air"]], "compare.probe_items=128", "compare.num_images=4"
+    )
+    written = json.loads((tmp_path / "comparison.json").read_text())
+    assert written == json.loads(json.dumps(result))
+    vae, air = written["runs"]["vae_multimnist"], written["runs"]["air"]
+    assert (vae["model"], air["model"]) == ("VAE", "AIR")
+    assert vae["count_from"] == "linear probe of the posterior mean (128 training items)"
+    assert air["count_from"] == "inferred"
+    assert vae["steps"] == air["steps"] == 8
+    for row in (vae, air):
+        assert 0.0 <= row["count_accuracy"] <= 1.0 and math.isfinite(row["elbo"])
+    assert 0.2 < written["majority_accuracy"] < 0.7  # 0, 1 or 2 digits, about a third each
+    assert written["num_items"] > 0
+    # the inputs above the VAE's and AIR's reconstructions: 3 rows of 4 canvases (50 px, 2 px padding), x2
+    assert Image.open(tmp_path / "reconstructions.png").size == ((4 * 52 + 2) * 2, (3 * 52 + 2) * 2)
+    table = (tmp_path / "comparison.md").read_text()
+    assert (
+        "| vae_multimnist | VAE | 8 |" in table and "top to bottom: the inputs, vae_multimnist, air" in table
+    )
+
+
+def test_runs_of_different_data_or_without_counts_are_refused_in_one_line(runs, tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"compare.runs: .*mnist was trained on other data .*data\._target_"
+    ):
+        run_compare(tmp_path, [runs["vae"], runs["mnist"]])
+    with pytest.raises(ConfigError, match="compare.runs: .*no true counts"):
+        run_compare(tmp_path, [runs["mnist"]])
+    with pytest.raises(ConfigError, match="compare.split: 'train'"):
+        run_compare(tmp_path, [runs["vae"]], "compare.split=train")
+    assert not (tmp_path / "comparison.json").exists()
