@@ -12,7 +12,7 @@ from airlab.config import validate_config
 from tests.conftest import REPO_ROOT, compose_config
 
 #: Placeholders in the README's commands, and what stands in for them here.
-PLACEHOLDERS = {"N": "10"}
+PLACEHOLDERS = {"N": "10", "[<VAE_RUN>,<AIR_RUN>]": "[outputs/a,outputs/b]"}
 
 
 def readme_commands() -> list[str]:
@@ -31,7 +31,8 @@ def as_overrides(command: str) -> tuple[str, list[str]]:
         if word in ("-m", "--cfg", "job") or word.startswith("ckpt_path="):
             continue  # flags, and a checkpoint the test does not have
         key, value = word.split("=", 1)
-        value = PLACEHOLDERS.get(value, value).split(",")[0]
+        value = PLACEHOLDERS.get(value, value)
+        value = value if value.startswith("[") else value.split(",")[0]  # a list is one value
         overrides.append(f"{key}={value}")
     return config, overrides
 

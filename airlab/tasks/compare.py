@@ -10,8 +10,10 @@ first items above each run's reconstructions. Writes ``comparison.json``, ``comp
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,10 +84,16 @@ def run_names(runs: Sequence[Run], which: str) -> list[str]:
     ]
 
 
-def tracked(loader: Any, description: str, enabled: bool) -> Iterator[Any]:
-    """The loader's batches, with a progress bar."""
-    with progress_bar(description, len(loader), enabled) as advance:
-        for batch in loader:
+def no_reading(images: torch.Tensor) -> torch.Tensor:
+    """Nothing per image (``[B, 0]``): :func:`collect` then gathers the true counts only."""
+    return images.new_zeros(len(images), 0)
+
+
+def tracked(loader: Any, description: str, enabled: bool, limit: int | None = None) -> Iterator[Any]:
+    """The loader's batches (those holding its first ``limit`` items, when given), with a progress bar."""
+    batches = len(loader) if limit is None else min(len(loader), math.ceil(limit / loader.batch_size))
+    with progress_bar(description, batches, enabled) as advance:
+        for batch in itertools.islice(loader, batches):
             yield batch
             advance()
 
@@ -114,7 +122,7 @@ def count_reading(
         return {"count_from": "inferred", "count_accuracy": float((inferred == true).float().mean())}
     if not model.has_latent_space:
         return {}
-    train_batches = tracked(train_loader, f"{name}: probe's training items", enabled)
+    train_batches = tracked(train_loader, f"{name}: probe's training items", enabled, settings.probe_items)
     train_features, train_counts = collect(train_batches, model.encode, settings.probe_items)
     features, counts = collect(tracked(loader, f"{name}: posterior means", enabled), model.encode)
     probe = linear_count_probe(train_features, train_counts, features, counts, settings.seed)
@@ -171,8 +179,9 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     first = next(iter(loader))
     if "count" not in first:
         raise ConfigError("compare.runs", f"{runs[0].path}: its data has no true counts (no `count` key)")
-    train_counts = torch.cat([batch["count"] for batch in train_loader])[: settings.probe_items]
-    split_counts = torch.cat([batch["count"] for batch in loader])
+    first_train = tracked(train_loader, "training counts", False, settings.probe_items)
+    _, train_counts = collect(first_train, no_reading, settings.probe_items)
+    _, split_counts = collect(loader, no_reading)
     result: dict[str, Any] = {
         "split": settings.split,
         "num_items": len(split_counts),
@@ -182,6 +191,9 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     images = first["image"][: settings.num_images]
     rows = [images]
     for name, run in zip(names, runs, strict=True):
+        # pyro.module hands a name already in the param store its stored tensor: a second model whose
+        # modules share names with the first ("encoder") would run on the first one's weights.
+        pyro.clear_param_store()
         model = run.model(settings.checkpoint, datamodule)
         pyro.set_rng_seed(settings.seed)
         row: dict[str, Any] = {"path": str(run.path), "model": type(model).__name__, **training_budget(run)}

@@ -21,7 +21,7 @@ CELLS = [(config, preset, debug) for config, preset in PRESETS for debug in DEBU
 
 
 def test_the_matrix_covers_every_preset():
-    assert len(PRESETS) == 6 and len(CELLS) == 24
+    assert len(PRESETS) == 8 and len(CELLS) == 32
 
 
 @pytest.mark.parametrize(("config", "preset", "debug"), CELLS)

@@ -288,6 +288,9 @@ def test_presets_set_only_what_differs_from_the_defaults_they_compose(make_cfg, 
             train_defaults.update(entry)
     groups = []
     for entry in preset.pop("defaults", []):
+        if isinstance(entry, str):  # the preset it builds on (air_multimnist_long: air_multimnist)
+            groups.append(f"experiment={entry}")
+            continue
         ((key, option),) = entry.items()
         group = key.removeprefix("override /")
         assert train_defaults[group] != option, f"{experiment}: {group}={option} is already the default"

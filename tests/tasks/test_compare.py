@@ -35,6 +35,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             *TINY_AIR_MODEL,
         ],
         "mnist": [*FAST, *shared],
+        "other_vae": [*FAST, *MULTIMNIST, *shared, "task_name=other_vae", "optim.lr=0.01"],
     }
     folders = {}
     for name, overrides in models.items():
@@ -73,6 +74,16 @@ def test_a_vae_and_air_side_by_side(runs, tmp_path):
     assert (
         "| vae_multimnist | VAE | 8 |" in table and "top to bottom: the inputs, vae_multimnist, air" in table
     )
+
+
+def test_each_run_is_measured_on_its_own_weights(runs, tmp_path):
+    """Two VAEs register the same module names with Pyro: each must still run on its own weights."""
+    alone = run_compare(tmp_path / "alone", [runs["vae"]], "compare.probe_items=128")["runs"][
+        "vae_multimnist"
+    ]
+    both = run_compare(tmp_path / "both", [runs["other_vae"], runs["vae"]], "compare.probe_items=128")["runs"]
+    assert both["vae_multimnist"]["elbo"] == pytest.approx(alone["elbo"], rel=1e-6)
+    assert both["other_vae"]["elbo"] != pytest.approx(alone["elbo"], rel=1e-3)
 
 
 def test_runs_of_different_data_or_without_counts_are_refused_in_one_line(runs, tmp_path):
