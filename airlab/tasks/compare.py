@@ -55,17 +55,16 @@ class CompareSettings:
     progress: bool
 
 
-def trained_data(run: Run, which: str) -> dict[str, Any]:
-    """The ``data`` config a run's checkpoint was trained on, without the loader keys."""
-    data = dict(load_checkpoint(run.checkpoint(which))[CONFIG_KEY].get("data") or {})
-    return {key: value for key, value in data.items() if key not in LOADER_KEYS}
+def trained_configs(runs: Sequence[Run], which: str) -> list[dict[str, Any]]:
+    """The config each run's checkpoint was trained with, each file read once."""
+    return [load_checkpoint(run.checkpoint(which))[CONFIG_KEY] for run in runs]
 
 
-def check_same_data(runs: Sequence[Run], which: str) -> None:
-    """Refuse, in one line naming ``compare.runs``, runs trained on different data."""
-    first = trained_data(runs[0], which)
-    for run in runs[1:]:
-        data = trained_data(run, which)
+def check_same_data(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> None:
+    """Refuse, in one line naming ``compare.runs``, runs trained on different data (loader keys aside)."""
+    datas = [{k: v for k, v in (c.get("data") or {}).items() if k not in LOADER_KEYS} for c in configs]
+    first = datas[0]
+    for run, data in zip(runs[1:], datas[1:], strict=True):
         if data != first:
             differ = sorted(k for k in {*first, *data} if first.get(k) != data.get(k))
             raise ConfigError(
@@ -75,9 +74,9 @@ def check_same_data(runs: Sequence[Run], which: str) -> None:
             )
 
 
-def run_names(runs: Sequence[Run], which: str) -> list[str]:
+def run_names(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> list[str]:
     """Each run's task name (its folder's name where two share one)."""
-    names = [load_checkpoint(r.checkpoint(which))[CONFIG_KEY].get("task_name") or r.path.name for r in runs]
+    names = [c.get("task_name") or r.path.name for c, r in zip(configs, runs, strict=True)]
     return [
         name if names.count(name) == 1 else f"{name} ({run.path.name})"
         for name, run in zip(names, runs, strict=True)
@@ -170,8 +169,9 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     if len(settings.runs) < 1:
         raise ConfigError("compare.runs", "[]: name at least one run folder")
     runs = [load_run(path) for path in settings.runs]
-    check_same_data(runs, settings.checkpoint)
-    names = run_names(runs, settings.checkpoint)
+    configs = trained_configs(runs, settings.checkpoint)
+    check_same_data(runs, configs)
+    names = run_names(runs, configs)
     datamodule = runs[0].datamodule(settings.checkpoint)
     with working_directory(runs[0].launch_dir):
         loader = datamodule.dataloader(datamodule.evaluation_split(settings.split))
