@@ -226,8 +226,8 @@ class StudySettings:
 
 
 def study_job(cfg: DictConfig) -> float | None:
-    """Check ``study.*``, then train (see :mod:`airlab.training.run`); returns ``optimized_metric``."""
+    """Check ``study.*``, then :func:`train`: with ``resume_sweep=true`` a finished job is skipped, not
+    restored from its checkpoint (which would rewrite its ``metrics.json`` from a zero-step fit).
+    Returns ``optimized_metric``."""
     check_node("study", StudySettings, cfg.get("study") or {})
-    metrics = run_training(cfg)
-    optimized = cfg.get("optimized_metric")
-    return metrics.get(optimized) if optimized else None
+    return train(cfg)

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 
 from airlab.resume.checkpoint import resolve_checkpoint
 from airlab.tracking.sweep import SweepSummary, finished_job_metrics, summarise_sweep
-from airlab.training.run import train
+from airlab.training.run import study_job, train
 from tests.conftest import FAST, REPO_ROOT, compose_config, run_script
 
 # Three jobs of a few steps each; a checkpoint after every step, so a killed job leaves last.ckpt.
@@ -36,11 +36,12 @@ def rows(sweep: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def sweep_job_config(tmp_path: Path, job: int, overrides: list[str]) -> object:
-    """A composed train config as multirun job ``job`` of the sweep at ``tmp_path/sweep`` sees it."""
+def sweep_job_config(tmp_path: Path, job: int, overrides: list[str], config_name: str = "train") -> object:
+    """A composed config (``train`` or ``study``) as multirun job ``job`` of the sweep at ``tmp_path/sweep``
+    sees it."""
     job_dir = tmp_path / "sweep" / str(job)
     job_dir.mkdir(parents=True, exist_ok=True)
-    cfg = compose_config("train", [f"paths.root_dir={tmp_path}", *overrides], output_dir=None)
+    cfg = compose_config(config_name, [f"paths.root_dir={tmp_path}", *overrides], output_dir=None)
     hydra_cfg = HydraConfig.get()
     with read_write(hydra_cfg), open_dict(hydra_cfg):
         hydra_cfg.mode = RunMode.MULTIRUN
@@ -68,6 +69,24 @@ def test_a_finished_job_is_skipped_with_its_metric_and_an_unfinished_one_resumes
     # Without resume_sweep nothing is skipped and ckpt_path stays the user's.
     cfg = sweep_job_config(tmp_path, 0, ["seed=0"])
     assert finished_job_metrics(cfg) is None and resolve_checkpoint(cfg) is None
+
+
+def test_a_finished_study_job_is_skipped_and_keeps_its_metrics(tmp_path, monkeypatch):
+    # A study job whose budget was spent would otherwise be restored from last.ckpt, fit zero steps and
+    # overwrite its metrics.json without the validation metrics.
+    cfg = sweep_job_config(tmp_path, 0, ["resume_sweep=true", "seed=0"], config_name="study")
+    job_dir = tmp_path / "sweep" / "0"
+    (job_dir / "checkpoints").mkdir()
+    (job_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    finished = {"val/count_accuracy": 0.955, "val/elbo": -99.5, "global_step": 7956}
+    (job_dir / "metrics.json").write_text(json.dumps(finished))
+
+    def no_training(_cfg):
+        raise AssertionError("a finished study job was trained again")
+
+    monkeypatch.setattr("airlab.training.run.run_training", no_training)
+    assert study_job(cfg) == -99.5
+    assert json.loads((job_dir / "metrics.json").read_text()) == finished
 
 
 def test_summary_keeps_rows_of_jobs_whose_directory_is_gone_and_drops_resume_sweep(tmp_path):
