@@ -21,6 +21,7 @@ import collections.abc
 import dataclasses
 import functools
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -345,6 +346,18 @@ def check_top_level(cfg: DictConfig) -> None:
                 )
 
 
+def interpolation_source(cfg: DictConfig, key: str) -> str | None:
+    """The key whose value ``key`` takes when it is written as one interpolation (``T_max:
+    ${trainer.max_steps}``), else None: an error about ``key`` then names the key to change."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else cfg
+    if not isinstance(node, DictConfig) or leaf not in node:
+        return None
+    raw = OmegaConf.to_container(node, resolve=False).get(leaf)
+    match = re.fullmatch(r"\$\{([\w.]+)\}", raw) if isinstance(raw, str) else None
+    return match.group(1) if match else None
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first bad value of ``cfg``; build nothing."""
     check_top_level(cfg)
@@ -359,7 +372,16 @@ def validate_config(cfg: DictConfig) -> None:
                 f"{path}._target_",
                 f"{target_name!r} cannot be imported ({type(err).__name__}); check the name",
             ) from None
-        values = check_node(path, target, node)
+        try:
+            values = check_node(path, target, node)
+        except ConfigError as err:
+            source = interpolation_source(cfg, err.key)
+            if source is None:
+                raise
+            because = str(err)[len(err.key) + 2 :]
+            raise ConfigError(
+                err.key, f"{because} (its value is {source}'s: set {source}, or {err.key})"
+            ) from None
         defaults = {n: o.default for n, o in options_of(path, target).items() if not o.required}
         checked[path] = (target, {**defaults, **values})
     check_combinations(checked)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import pickle
 import re
@@ -32,10 +33,11 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from airlab.compat.torch_internals import numpy_array_types
 from airlab.config.replay import config_differences
+from airlab.config.validate import interpolation_source
 from airlab.contracts.model import GenerativeModel
 from airlab.errors import CheckpointError, ConfigError
 from airlab.resume.training_state import CONFIG_KEY, NUM_TRAIN_KEY, PARAM_STORE_KEY
@@ -226,6 +228,34 @@ def check_budget(checkpoint: dict[str, Any], trainer: DictConfig, ckpt_path: str
         )
 
 
+def check_schedule(trained: dict[str, Any], cfg: DictConfig, ckpt_path: str) -> None:
+    """Refuse another learning-rate schedule than the checkpoint's, or other settings of it: torch
+    restores a schedule's milestones, gamma or T_max with its state, so a changed one would be ignored."""
+    old = trained.get("_target_")
+    schedule = cfg.get("scheduler")
+    new_settings = OmegaConf.to_container(schedule, resolve=True) if schedule is not None else {}
+    new = new_settings.get("_target_")
+    if old != new:
+        raise ConfigError(
+            "scheduler",
+            f"{ckpt_path} was trained with the learning-rate schedule {old or 'none'}, the config "
+            f"has {new or 'none'}; resume with the schedule it was trained with, or start a new run",
+        )
+    changed = sorted(k for k in {*trained, *new_settings} if trained.get(k) != new_settings.get(k))
+    if changed:
+        key = f"scheduler.{changed[0]}"
+        source = interpolation_source(cfg, key)
+        value, new_value = (
+            json.dumps(d.get(changed[0]), separators=(",", ":")) for d in (trained, new_settings)
+        )
+        raise ConfigError(
+            key,
+            f"{new_value}{f' (from {source})' if source else ''} differs from the {value} "
+            f"{ckpt_path} was trained with, and a resumed schedule keeps its own; set {key}={value} to "
+            "resume, or start a new run",
+        )
+
+
 def check_training_state(
     module: pl.LightningModule, checkpoint: dict[str, Any], cfg: DictConfig, ckpt_path: str
 ) -> None:
@@ -240,14 +270,7 @@ def check_training_state(
             f"{ckpt_path} holds the state of {old}, not of {new}; resume with the optimizer it was trained "
             "with (or start a new run)",
         )
-    old_schedule = (trained.get("scheduler") or {}).get("_target_")
-    new_schedule = (cfg.get("scheduler") or {}).get("_target_")
-    if old_schedule != new_schedule:
-        raise ConfigError(
-            "scheduler",
-            f"{ckpt_path} was trained with the learning-rate schedule {old_schedule or 'none'}, the config "
-            f"has {new_schedule or 'none'}; resume with the schedule it was trained with, or start a new run",
-        )
+    check_schedule(trained.get("scheduler") or {}, cfg, ckpt_path)
     saved = (checkpoint.get("optimizer_states") or [{}])[0].get("param_groups", [])
     wanted = module.parameter_groups()
     sizes = [len(g["params"]) for g in saved], [len(g["params"]) for g in wanted]

@@ -37,8 +37,12 @@ from airlab.utils.figures import image_grid, save_grid, upscale
 
 log = logging.getLogger(__name__)
 
-#: Data keys that change how items are loaded, not which items there are: runs may differ in them.
-LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "pin_memory", "persistent_workers")
+#: Data keys that change how or where from items are loaded, not which items there are: runs may differ
+#: in them (a run trained in another checkout has another ``data_dir``).
+LOADER_KEYS = (
+    "batch_size", "eval_batch_size", "num_workers", "pin_memory", "persistent_workers", "data_dir",
+    "download_timeout",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,11 @@ class CompareSettings:
     progress: bool
 
 
-def trained_configs(runs: Sequence[Run], which: str) -> list[dict[str, Any]]:
-    """The config each run's checkpoint was trained with, each file read once."""
-    return [load_checkpoint(run.checkpoint(which))[CONFIG_KEY] for run in runs]
+def trained_states(runs: Sequence[Run], which: str) -> list[tuple[dict[str, Any], int]]:
+    """The config each run's checkpoint was trained with and the step it was saved at, each file read
+    once."""
+    checkpoints = (load_checkpoint(run.checkpoint(which)) for run in runs)
+    return [(c[CONFIG_KEY], int(c.get("global_step", 0))) for c in checkpoints]
 
 
 def check_same_data(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> None:
@@ -75,12 +81,14 @@ def check_same_data(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> N
 
 
 def run_names(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> list[str]:
-    """Each run's task name (its folder's name where two share one)."""
+    """Each run's task name, with its folder's name where two share one, and its place in
+    ``compare.runs`` where that still leaves two alike (job ``0`` of two sweeps, a folder named twice)."""
     names = [c.get("task_name") or r.path.name for c, r in zip(configs, runs, strict=True)]
-    return [
+    names = [
         name if names.count(name) == 1 else f"{name} ({run.path.name})"
         for name, run in zip(names, runs, strict=True)
     ]
+    return [name if names.count(name) == 1 else f"{name} #{i + 1}" for i, name in enumerate(names)]
 
 
 def no_reading(images: torch.Tensor) -> torch.Tensor:
@@ -123,6 +131,12 @@ def count_reading(
         return {}
     train_batches = tracked(train_loader, f"{name}: probe's training items", enabled, settings.probe_items)
     train_features, train_counts = collect(train_batches, model.encode, settings.probe_items)
+    if len(torch.unique(train_counts)) < 2:
+        raise ConfigError(
+            "compare.probe_items",
+            f"{settings.probe_items}: the first {len(train_counts)} training items all hold "
+            f"{int(train_counts[0])} objects, and the count probe needs two counts at least; raise it",
+        )
     features, counts = collect(tracked(loader, f"{name}: posterior means", enabled), model.encode)
     probe = linear_count_probe(train_features, train_counts, features, counts, settings.seed)
     return {
@@ -132,14 +146,14 @@ def count_reading(
     }
 
 
-def training_budget(run: Run) -> dict[str, Any]:
-    """The run's steps and training minutes from its ``metrics.json`` (nothing when it has none)."""
-    if not (run.path / "metrics.json").is_file():
-        return {}
-    metrics = run.metrics
-    budget = {"steps": metrics.get("global_step")}
-    if metrics.get("fit_time_s") is not None:
-        budget["training_minutes"] = round(float(metrics["fit_time_s"]) / 60, 1)
+def training_budget(run: Run, step: int, which: str) -> dict[str, Any]:
+    """The checkpoint's step and, for the last checkpoint, the minutes the folder's ``trainer.fit`` took
+    (``metrics.json``; a run resumed into this folder counts only its own part)."""
+    budget: dict[str, Any] = {"steps": step}
+    if which == "last" and (run.path / "metrics.json").is_file():
+        fit_time = run.metrics.get("fit_time_s")
+        if fit_time is not None:
+            budget["training_minutes"] = round(float(fit_time) / 60, 1)
     return budget
 
 
@@ -158,8 +172,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {name} | {row['model']} | {row.get('steps', '-')} | {row.get('training_minutes', '-')} | "
             f"{row['elbo']:.1f} | {accuracy} | {row.get('count_from', '-')} |"
         )
-    rows = ", ".join(["the inputs", *result["runs"]])
-    lines += ["", f"`reconstructions.png`, top to bottom: {rows}."]
+    pictured = [name for name, row in result["runs"].items() if row["reconstructed"]]
+    lines += ["", f"`reconstructions.png`, top to bottom: {', '.join(['the inputs', *pictured])}."]
     return "\n".join(lines) + "\n"
 
 
@@ -169,7 +183,7 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     if len(settings.runs) < 1:
         raise ConfigError("compare.runs", "[]: name at least one run folder")
     runs = [load_run(path) for path in settings.runs]
-    configs = trained_configs(runs, settings.checkpoint)
+    configs, steps = zip(*trained_states(runs, settings.checkpoint), strict=True)
     check_same_data(runs, configs)
     names = run_names(runs, configs)
     datamodule = runs[0].datamodule(settings.checkpoint)
@@ -188,17 +202,23 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         "majority_accuracy": majority_accuracy(train_counts, split_counts),
         "runs": {},
     }
-    images = first["image"][: settings.num_images]
+    pictured = itertools.islice(loader, math.ceil(settings.num_images / loader.batch_size))
+    images = torch.cat([batch["image"] for batch in pictured])[: settings.num_images]
     rows = [images]
-    for name, run in zip(names, runs, strict=True):
-        # pyro.module hands a name already in the param store its stored tensor: a second model whose
-        # modules share names with the first ("encoder") would run on the first one's weights.
+    for name, run, step in zip(names, runs, steps, strict=True):
+        # pyro.param hands back what the store holds for a name it has seen: state kept there (AIR's
+        # decaying-average baselines) would carry over from the run before.
         pyro.clear_param_store()
         model = run.model(settings.checkpoint, datamodule)
         pyro.set_rng_seed(settings.seed)
-        row: dict[str, Any] = {"path": str(run.path), "model": type(model).__name__, **training_budget(run)}
+        row: dict[str, Any] = {
+            "path": str(run.path),
+            "model": type(model).__name__,
+            **training_budget(run, step, settings.checkpoint),
+        }
         row["elbo"] = mean_elbo(model, loader, f"{name}: ELBO", settings.progress)
         row.update(count_reading(model, train_loader, loader, settings, name))
+        row["reconstructed"] = model.can_reconstruct
         if model.can_reconstruct:
             with torch.no_grad():
                 rows.append(model.reconstruct(images).view_as(images))

@@ -1,4 +1,4 @@
-"""The bad-input table: 52 bad inputs, each of which must end in one line on stderr before any work.
+"""The bad-input table: 53 bad inputs, each of which must end in one line on stderr before any work.
 
 Every config group has rows (model, data, elbo, optim, scheduler, trainer, callbacks, logger, paths, debug,
 experiment, hparams_search), as do the top-level keys (seed, ckpt_path, test, tags, an unknown one),
@@ -72,6 +72,7 @@ ROWS = [
     ("train", ["scheduler=multistep"], "scheduler.milestones", None, "must be set"),
     ("train", ["scheduler=multistep", "scheduler.milestones=[0,5]"], "scheduler.milestones", "0", ">= 1"),
     ("train", ["scheduler=cosine", "scheduler.T_max=0"], "scheduler.T_max", "0", "must be >= 1"),
+    ("train", ["scheduler=cosine"], "scheduler.T_max", "-1", "set trainer.max_steps, or"),
     ("train", ["scheduler=linear"], "scheduler", "'linear'", "cosine, multistep"),
     # trainer
     ("train", ["trainer.max_epochs=-5"], "trainer.max_epochs", "-5", "must be >= -1"),
@@ -130,7 +131,7 @@ def script_task(config: str) -> Callable[[DictConfig], object]:
 
 
 def test_the_table_covers_every_group_and_is_large_enough():
-    assert len(ROWS) == 52  # the count in the module docstring
+    assert len(ROWS) == 53  # the count in the module docstring
     keys = {key.split(".")[0] for _, _, key, _, _ in ROWS}
     groups = {"model", "data", "elbo", "optim", "scheduler", "trainer", "callbacks", "logger", "paths"}
     assert groups | {"debug", "experiment", "hparams_search", "seed", "ckpt_path", "eval", "report"} <= keys

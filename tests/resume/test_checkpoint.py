@@ -15,7 +15,7 @@ import torch
 
 import airlab.cli
 from airlab.errors import CheckpointError, ConfigError, report_user_errors
-from airlab.resume.checkpoint import convert_checkpoint, load_checkpoint
+from airlab.resume.checkpoint import check_schedule, convert_checkpoint, load_checkpoint
 from airlab.training.run import run_training
 from tests.conftest import FAST, run_script
 
@@ -132,3 +132,44 @@ def test_a_resume_on_other_data_sizes_warns_and_goes_on(make_cfg, trained_checkp
     metrics = run_training(cfg)
     assert metrics["global_step"] == 8
     assert "was trained on 96 training items, this data has 128; resuming anyway" in caplog.text
+
+
+COSINE = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "eta_min": 0.0}
+MULTISTEP = {"_target_": "torch.optim.lr_scheduler.MultiStepLR", "_partial_": True, "gamma": 0.3}
+
+
+@pytest.mark.parametrize(
+    ("trained", "overrides", "line"),
+    [
+        # torch restores T_max with the schedule's state: a longer run would warm-restart the rate
+        (
+            {**COSINE, "T_max": 10},
+            ["scheduler=cosine", "trainer.max_steps=20"],
+            "scheduler.T_max: 20 (from trainer.max_steps) differs from the 10 last.ckpt was trained with, "
+            "and a resumed schedule keeps its own; set scheduler.T_max=10 to resume",
+        ),
+        (
+            {**MULTISTEP, "milestones": [4, 8]},
+            ["scheduler=multistep", "scheduler.milestones=[5,8]", "scheduler.gamma=0.3"],
+            "scheduler.milestones: [5,8] differs from the [4,8] last.ckpt was trained with",
+        ),
+        (
+            {},
+            ["scheduler=multistep", "scheduler.milestones=[5,8]"],
+            "scheduler: last.ckpt was trained with the learning-rate schedule none, the config has "
+            "torch.optim.lr_scheduler.MultiStepLR",
+        ),
+    ],
+)
+def test_a_resume_with_other_schedule_settings_is_refused(make_cfg, trained, overrides, line):
+    cfg = make_cfg(overrides)
+    with pytest.raises(ConfigError) as error:
+        check_schedule(trained, cfg, "last.ckpt")
+    assert str(error.value).startswith(line), str(error.value)
+
+
+def test_the_same_schedule_resumes(make_cfg):
+    check_schedule(
+        {**COSINE, "T_max": 20}, make_cfg(["scheduler=cosine", "trainer.max_steps=20"]), "last.ckpt"
+    )
+    check_schedule({}, make_cfg([]), "last.ckpt")

@@ -7,11 +7,12 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from airlab.errors import ConfigError
-from airlab.tasks.compare import compare
+from airlab.tasks.compare import CompareSettings, compare, count_reading, markdown
 from airlab.training.run import train
 from tests.conftest import FAST, TINY_AIR_MODEL, compose_config
 
@@ -96,3 +97,45 @@ def test_runs_of_different_data_or_without_counts_are_refused_in_one_line(runs, 
     with pytest.raises(ConfigError, match="compare.split: 'train'"):
         run_compare(tmp_path, [runs["vae"]], "compare.split=train")
     assert not (tmp_path / "comparison.json").exists()
+
+
+def test_a_folder_named_twice_gives_two_rows_and_the_picture_may_span_batches(runs, tmp_path):
+    result = run_compare(
+        tmp_path, [runs["vae"], runs["vae"]], "compare.probe_items=64", "compare.num_images=40"
+    )
+    first, second = result["runs"]["vae_multimnist #1"], result["runs"]["vae_multimnist #2"]
+    assert first["elbo"] == pytest.approx(second["elbo"], rel=1e-6)  # the same weights, the same seed
+    # 40 inputs (two evaluation batches of 32) above two rows of reconstructions, 50 px + 2 px padding, x2
+    assert Image.open(tmp_path / "reconstructions.png").size == ((40 * 52 + 2) * 2, (3 * 52 + 2) * 2)
+
+
+class Batches(list):
+    batch_size = 4
+
+
+class LatentOnly:
+    has_object_counts, has_latent_space = False, True
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1)
+
+
+def test_a_probe_sample_of_one_count_is_refused_naming_probe_items():
+    loader = Batches([{"image": torch.rand(4, 1, 2, 2), "count": torch.ones(4, dtype=torch.long)}])
+    settings = CompareSettings(
+        runs=["run"], checkpoint="last", split="test", num_images=1, probe_items=4, seed=0, picture_scale=1,
+        progress=False,
+    )  # fmt: skip
+    with pytest.raises(
+        ConfigError, match="compare.probe_items: 4: the first 4 training items all hold 1 obj"
+    ):
+        count_reading(LatentOnly(), loader, loader, settings, "vae")
+
+
+def test_the_caption_lists_only_the_runs_in_the_picture():
+    row = {"model": "M", "elbo": 1.0}
+    result = {
+        "split": "test", "num_items": 4, "majority_accuracy": 0.5,
+        "runs": {"a": {**row, "reconstructed": True}, "b": {**row, "reconstructed": False}},
+    }  # fmt: skip
+    assert "top to bottom: the inputs, a.\n" in markdown(result)
