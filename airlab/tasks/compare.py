@@ -83,12 +83,15 @@ def check_same_data(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> N
 def run_names(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> list[str]:
     """Each run's task name, with its folder's name where two share one, and its place in
     ``compare.runs`` where that still leaves two alike (job ``0`` of two sweeps, a folder named twice)."""
-    names = [c.get("task_name") or r.path.name for c, r in zip(configs, runs, strict=True)]
-    names = [
-        name if names.count(name) == 1 else f"{name} ({run.path.name})"
-        for name, run in zip(names, runs, strict=True)
+    tasks = [c.get("task_name") or r.path.name for c, r in zip(configs, runs, strict=True)]
+    named = [
+        task if tasks.count(task) == 1 else f"{task} ({run.path.name})"
+        for task, run in zip(tasks, runs, strict=True)
     ]
-    return [name if names.count(name) == 1 else f"{name} #{i + 1}" for i, name in enumerate(names)]
+    return [
+        name if named.count(name) == 1 else f"{task} #{i + 1}"
+        for i, (name, task) in enumerate(zip(named, tasks, strict=True))
+    ]
 
 
 def no_reading(images: torch.Tensor) -> torch.Tensor:
