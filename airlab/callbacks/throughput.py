@@ -17,6 +17,9 @@ class ThroughputMonitor(pl.Callback):
     ``throughput/mean_steps_per_s`` over all training batches so far, ``throughput/train_time_s`` (their
     wall time) and ``throughput/loop_time_s``, the wall time since the first training step's set-up
     (``on_train_start``), validation and checkpoints included, Trainer set-up and teardown excluded.
+
+    ``throughput/elapsed_s`` goes on across a resume: checkpoints keep the time trained before (a float,
+    so they still load with ``weights_only=True``). The other totals count this fit only.
     """
 
     def __init__(self, log_every_n_steps: int = 50) -> None:
@@ -27,7 +30,23 @@ class ThroughputMonitor(pl.Callback):
         self._window_steps = 0
         self._batch_start: float | None = None
         self._loop_start: float | None = None
+        self._elapsed_before_s = 0.0  # training time of the fits this one resumes
         self.loop_time_s: float | None = None
+
+    def state_dict(self) -> dict[str, float]:
+        """What a checkpoint keeps: the wall time since training began, resumed fits included."""
+        return {"elapsed_s": self.elapsed_s or self._elapsed_before_s}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Go on from the checkpoint's ``elapsed_s``."""
+        self._elapsed_before_s = float(state_dict.get("elapsed_s", 0.0))
+
+    @property
+    def elapsed_s(self) -> float | None:
+        """Wall time since training began (validation included; resumed fits added), None before it."""
+        if self._loop_start is None:
+            return None
+        return self._elapsed_before_s + time.perf_counter() - self._loop_start
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start the ``loop_time_s`` clock."""
@@ -47,9 +66,9 @@ class ThroughputMonitor(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """``throughput/elapsed_s`` at every validation: wall time since training began (validation
         included), the x axis of accuracy-against-time curves."""
-        if self._loop_start is None or trainer.sanity_checking:
+        elapsed = self.elapsed_s
+        if elapsed is None or trainer.sanity_checking:
             return
-        elapsed = time.perf_counter() - self._loop_start
         for logger in trainer.loggers:
             logger.log_metrics({"throughput/elapsed_s": elapsed}, step=trainer.global_step)
 
