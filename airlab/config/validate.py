@@ -21,7 +21,6 @@ import collections.abc
 import dataclasses
 import functools
 import inspect
-import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -34,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import ConfigDict, Strict, TypeAdapter
 
 from airlab.config.combinations import check_devices
+from airlab.config.interpolation import interpolation_source
 from airlab.config.library import LIBRARY_RULES, OPEN_KEYWORDS
 from airlab.contracts.estimator import Estimator, check_estimator_fits_model
 from airlab.contracts.model import GenerativeModel
@@ -344,18 +344,6 @@ def check_top_level(cfg: DictConfig) -> None:
                     f"{group}.{name}",
                     f"unknown entry (no _target_ to build); valid entries: {', '.join(named) or 'none'}",
                 )
-
-
-def interpolation_source(cfg: DictConfig, key: str) -> str | None:
-    """The key whose value ``key`` takes when it is written as one interpolation (``T_max:
-    ${trainer.max_steps}``), else None: an error about ``key`` then names the key to change."""
-    parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else cfg
-    if not isinstance(node, DictConfig) or leaf not in node:
-        return None
-    raw = OmegaConf.to_container(node, resolve=False).get(leaf)
-    match = re.fullmatch(r"\$\{([\w.]+)\}", raw) if isinstance(raw, str) else None
-    return match.group(1) if match else None
 
 
 def validate_config(cfg: DictConfig) -> None:

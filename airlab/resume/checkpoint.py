@@ -36,8 +36,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from airlab.compat.torch_internals import numpy_array_types
+from airlab.config.interpolation import interpolation_source
 from airlab.config.replay import config_differences
-from airlab.config.validate import interpolation_source
 from airlab.contracts.model import GenerativeModel
 from airlab.errors import CheckpointError, ConfigError
 from airlab.resume.training_state import CONFIG_KEY, NUM_TRAIN_KEY, PARAM_STORE_KEY
